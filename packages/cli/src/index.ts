@@ -1,0 +1,7 @@
+/**
+ * berth: a ctr-style command line for berth.
+ *
+ * @packageDocumentation
+ */
+
+export {};

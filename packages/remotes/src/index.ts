@@ -1,0 +1,7 @@
+/**
+ * Registry client per the OCI distribution spec: resolve, fetch, push, auth, mirrors, retries.
+ *
+ * @packageDocumentation
+ */
+
+export {};

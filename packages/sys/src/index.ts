@@ -1,0 +1,12 @@
+/**
+ * Typed libc bindings through koffi — the only package in berth that touches FFI — and the one
+ * {@link SystemError} shape for syscall failures. Bindings load lazily on first use.
+ *
+ * @packageDocumentation
+ */
+
+export { fsyncDir, fsyncDirSync } from "./fs.js";
+export type { FileLock, LockMode } from "./lock.js";
+export { lockFile, tryLockFile } from "./lock.js";
+export type { SystemErrorDetails } from "./system-error.js";
+export { errnoName, SystemError } from "./system-error.js";
