@@ -1,7 +1,20 @@
 /**
- * Content-addressable blob store: resumable ingest, verified commit, labels, walk, delete; with an exported conformance suite.
+ * A content-addressable blob store: resumable ingest by ref, verified atomic commit, labels, walk
+ * and delete. The conformance suite for any implementation is at `@berth/content/testsuite`.
  *
  * @packageDocumentation
  */
 
-export {};
+export { Labels } from "./labels.js";
+export type {
+  CommitOptions,
+  ContentStore,
+  ContentWriter,
+  Descriptor,
+  Digest,
+  Info,
+  Platform,
+  ReaderAt,
+  Status,
+  WriterOptions,
+} from "./types.js";
