@@ -1,7 +1,7 @@
 /**
- * berth: a ctr-style command line for berth.
+ * `berth`, a ctr-style command line. The binary is `bin/berth.js`; {@link main} runs it in-process.
  *
  * @packageDocumentation
  */
 
-export {};
+export { buildProgram, main } from "./main.js";

@@ -1,0 +1,337 @@
+import { createReadStream, createWriteStream } from "node:fs";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { type Client, createClient } from "@berth/client";
+import { errorCode, errorMessage, invalidArgument } from "@berth/errdefs";
+import { Command, Option } from "commander";
+import { formatAge, formatBytes, formatLabels, formatTable } from "./format.js";
+import { createProgressRenderer } from "./progress.js";
+
+/** Options every command inherits from the top level. */
+interface GlobalOptions {
+  readonly address?: string;
+  readonly namespace: string;
+  readonly root: string;
+  readonly state: string;
+  readonly debug?: boolean;
+}
+
+/** Options shared by the commands that talk to a registry. */
+interface RegistryOptions {
+  readonly plainHttp?: boolean;
+  readonly skipVerify?: boolean;
+  readonly user?: string;
+  readonly platform?: string[];
+  readonly allPlatforms?: boolean;
+}
+
+function credentialsOf(user: string | undefined): { username: string; password: string } | undefined {
+  if (user === undefined) return undefined;
+  const i = user.indexOf(":");
+  if (i <= 0) throw invalidArgument(`--user must be USERNAME:PASSWORD, got "${user}"`);
+  return { username: user.slice(0, i), password: user.slice(i + 1) };
+}
+
+function registryFlags(cmd: Command): Command {
+  return cmd
+    .option("--plain-http", "talk to the registry over HTTP (loopback hosts use HTTP by default)")
+    .option("--skip-verify", "skip TLS certificate verification")
+    .option("-u, --user <user:password>", "registry credentials (otherwise ~/.docker/config.json)")
+    .option("--platform <platform...>", "platform(s) to use, like linux/arm64/v8 (default: this host)")
+    .option("--all-platforms", "use every platform of a multi-platform image");
+}
+
+function platformsOf(opts: RegistryOptions): { platforms?: string[]; allPlatforms?: boolean } {
+  return {
+    ...(opts.platform === undefined ? {} : { platforms: opts.platform }),
+    ...(opts.allPlatforms ? { allPlatforms: true } : {}),
+  };
+}
+
+/** Builds the `berth` command tree. Exported for tests, which run commands in-process. */
+export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream }): Command {
+  const program = new Command("berth")
+    .description("berth: a containerd-class container system — ctr-style command line")
+    .addOption(
+      new Option("-a, --address <path>", "address of berthd's gRPC socket (omit for embedded mode)").env(
+        "BERTH_ADDRESS",
+      ),
+    )
+    .addOption(
+      new Option("-n, --namespace <name>", "namespace to use")
+        .env("BERTH_NAMESPACE")
+        .default(process.env.CONTAINERD_NAMESPACE ?? "default"),
+    )
+    .addOption(new Option("--root <dir>", "root directory (embedded mode)").env("BERTH_ROOT").default("/var/lib/berth"))
+    .addOption(new Option("--state <dir>", "state directory (embedded mode)").env("BERTH_STATE").default("/run/berth"))
+    .option("--debug", "print stack traces of errors")
+    .configureOutput({
+      writeOut: (s) => io.stdout.write(s),
+      writeErr: (s) => io.stderr.write(s),
+    })
+    .exitOverride()
+    .showHelpAfterError();
+
+  let client: Client | undefined;
+  const open = async (): Promise<Client> => {
+    const g = program.opts<GlobalOptions>();
+    client ??= await createClient({
+      root: g.root,
+      state: g.state,
+      namespace: g.namespace,
+      ...(g.address === undefined ? {} : { address: g.address }),
+    });
+    return client;
+  };
+  program.hook("postAction", async () => {
+    await client?.close();
+    client = undefined;
+  });
+  const out = (s: string) => io.stdout.write(s.endsWith("\n") ? s : `${s}\n`);
+
+  const images = program.command("images").alias("image").alias("i").description("manage images");
+
+  registryFlags(images.command("pull").description("pull an image from a registry").argument("<ref>"))
+    .option("-q, --quiet", "print only the image digest")
+    .action(async (ref: string, opts: RegistryOptions & { quiet?: boolean }) => {
+      const c = await open();
+      const progress = opts.quiet ? undefined : createProgressRenderer(io.stderr, "pulled");
+      let ok = false;
+      try {
+        const image = await c.pull(ref, {
+          ...platformsOf(opts),
+          plainHttp: Boolean(opts.plainHttp),
+          skipVerify: Boolean(opts.skipVerify),
+          ...(opts.user === undefined ? {} : { credentials: credentialsOf(opts.user) }),
+          ...(progress ? { onProgress: progress.onEvent } : {}),
+        });
+        ok = true;
+        progress?.finish(true);
+        out(opts.quiet ? image.target.digest : `${image.name}\t${image.target.digest}`);
+      } finally {
+        if (!ok) progress?.finish(false);
+      }
+    });
+
+  registryFlags(
+    images
+      .command("push")
+      .description("push an image to a registry")
+      .argument("<remote>", "where to push, e.g. 127.0.0.1:5000/app:1")
+      .argument("[local]", "local image to push (default: the same name as remote)"),
+  ).action(async (remote: string, local: string | undefined, opts: RegistryOptions) => {
+    const c = await open();
+    const progress = createProgressRenderer(io.stderr, "pushed");
+    let ok = false;
+    try {
+      await c.push(remote, {
+        ...(local === undefined ? {} : { local }),
+        ...platformsOf(opts),
+        plainHttp: Boolean(opts.plainHttp),
+        skipVerify: Boolean(opts.skipVerify),
+        ...(opts.user === undefined ? {} : { credentials: credentialsOf(opts.user) }),
+        onProgress: progress.onEvent,
+      });
+      ok = true;
+      progress.finish(true);
+    } finally {
+      if (!ok) progress.finish(false);
+    }
+  });
+
+  images
+    .command("ls")
+    .alias("list")
+    .description("list images")
+    .argument("[filters...]", "containerd-style filters, e.g. name~=busybox")
+    .option("-q, --quiet", "print only the image names")
+    .action(async (filters: string[], opts: { quiet?: boolean }) => {
+      const c = await open();
+      const list = await c.listImages(filters);
+      if (opts.quiet) {
+        for (const image of list) out(image.name);
+        return;
+      }
+      const rows: string[][] = [];
+      for (const image of list) {
+        const summary = await c.imageSummary(image);
+        rows.push([
+          image.name,
+          image.target.mediaType,
+          image.target.digest,
+          summary.complete ? formatBytes(summary.size) : `${formatBytes(summary.size)} (incomplete)`,
+          summary.platforms.join(",") || "-",
+          formatLabels(image.labels),
+        ]);
+      }
+      out(formatTable(["REF", "TYPE", "DIGEST", "SIZE", "PLATFORMS", "LABELS"], rows));
+    });
+
+  images
+    .command("rm")
+    .alias("remove")
+    .alias("delete")
+    .description("remove images; their content goes at the next garbage collection")
+    .argument("<ref...>")
+    .option("--sync", "collect garbage before returning")
+    .action(async (refs: string[], opts: { sync?: boolean }) => {
+      const c = await open();
+      let failed = 0;
+      for (const ref of refs) {
+        try {
+          await c.deleteImage(ref, { sync: Boolean(opts.sync) });
+          out(ref);
+        } catch (err) {
+          failed++;
+          io.stderr.write(`berth: image ${ref}: ${errorMessage(err)}\n`);
+        }
+      }
+      if (failed > 0) throw Object.assign(new Error(`${failed} image(s) not removed`), { reported: true });
+    });
+
+  images
+    .command("tag")
+    .description("create a new name for an existing image")
+    .argument("<source>")
+    .argument("<target...>")
+    .option("--force", "replace an existing image of the target name")
+    .action(async (source: string, targets: string[], opts: { force?: boolean }) => {
+      const c = await open();
+      for (const target of targets) {
+        const image = await c.tagImage(source, target, { force: Boolean(opts.force) });
+        out(image.name);
+      }
+    });
+
+  images
+    .command("import")
+    .description("import images from an OCI layout or docker save archive (tar file, directory, or - for stdin)")
+    .argument("<source>")
+    .option("--base-name <name>", "base name for images whose archive names only a tag")
+    .option("--platform <platform...>", "platform(s) to keep the image complete for")
+    .option("--all-platforms", "import content for every platform")
+    .option("--digests", "also create an image named <base>@<digest> for each manifest")
+    .action(
+      async (
+        source: string,
+        opts: { baseName?: string; platform?: string[]; allPlatforms?: boolean; digests?: boolean },
+      ) => {
+        const c = await open();
+        const { statSync } = await import("node:fs");
+        const input =
+          source === "-"
+            ? (Readable.from(process.stdin) as Readable)
+            : statSync(source).isDirectory()
+              ? { dir: source }
+              : createReadStream(source);
+        const imported = await c.importImages(input, {
+          ...(opts.baseName === undefined ? {} : { baseName: opts.baseName }),
+          ...platformsOf(opts),
+          digests: Boolean(opts.digests),
+        });
+        for (const image of imported) out(`${image.name}\t${image.target.digest}`);
+      },
+    );
+
+  images
+    .command("export")
+    .description("export images as an OCI image layout tar (- for stdout)")
+    .argument("<out>")
+    .argument("<ref...>")
+    .option("--platform <platform...>", "platform(s) to export")
+    .option("--all-platforms", "export every platform")
+    .action(async (file: string, refs: string[], opts: { platform?: string[]; allPlatforms?: boolean }) => {
+      const c = await open();
+      const sink = file === "-" ? io.stdout : createWriteStream(file);
+      const done = file === "-" ? Promise.resolve() : new Promise((resolve) => sink.on("close", resolve));
+      await c.exportImages(sink, refs, platformsOf(opts));
+      if (file !== "-") {
+        sink.end();
+        await done;
+      }
+    });
+
+  images
+    .command("inspect")
+    .description("print an image's record, manifest and config as JSON")
+    .argument("<ref>")
+    .option("--platform <platform>", "platform to resolve (default: this host)")
+    .action(async (ref: string, opts: { platform?: string }) => {
+      const c = await open();
+      const details = await c.inspectImage(ref, opts.platform === undefined ? {} : { platform: opts.platform });
+      out(JSON.stringify(details, null, 2));
+    });
+
+  const content = program.command("content").description("manage content (blobs)");
+  content
+    .command("ls")
+    .alias("list")
+    .description("list blobs")
+    .argument("[filters...]", "containerd-style filters, e.g. labels.\"containerd.io/gc.root\"")
+    .option("-q, --quiet", "print only the digests")
+    .action(async (filters: string[], opts: { quiet?: boolean }) => {
+      const c = await open();
+      const rows: string[][] = [];
+      await c.content.walk((info) => {
+        rows.push([info.digest, formatBytes(info.size), formatAge(info.createdAt), formatLabels(info.labels)]);
+      }, filters);
+      if (opts.quiet) for (const row of rows) out(row[0] ?? "");
+      else out(formatTable(["DIGEST", "SIZE", "AGE", "LABELS"], rows));
+    });
+
+  content
+    .command("get")
+    .description("write a blob to stdout")
+    .argument("<digest>")
+    .action(async (digest: string) => {
+      const c = await open();
+      const reader = await c.content.readerAt(digest);
+      try {
+        await pipeline(reader.stream(), io.stdout, { end: false });
+      } finally {
+        await reader.close();
+      }
+    });
+
+  content
+    .command("rm")
+    .alias("delete")
+    .description("remove blobs from this namespace")
+    .argument("<digest...>")
+    .action(async (digests: string[]) => {
+      const c = await open();
+      for (const digest of digests) {
+        await c.content.delete(digest);
+        out(digest);
+      }
+    });
+
+  return program;
+}
+
+/**
+ * Runs `berth` with `argv` (as in `process.argv`) and returns the exit code: 0 on success, 1 on an
+ * error (printed as `berth: <message>`), 2 on a usage error.
+ */
+export async function main(
+  argv: readonly string[],
+  io: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream } = { stdout: process.stdout, stderr: process.stderr },
+): Promise<number> {
+  const program = buildProgram(io);
+  try {
+    await program.parseAsync([...argv]);
+    return 0;
+  } catch (err) {
+    const commanderCode = (err as { code?: unknown }).code;
+    if (typeof commanderCode === "string" && commanderCode.startsWith("commander.")) {
+      return commanderCode === "commander.helpDisplayed" || commanderCode === "commander.version" ? 0 : 2;
+    }
+    if (!(err as { reported?: boolean }).reported) {
+      const debug = program.opts<GlobalOptions>().debug;
+      io.stderr.write(`berth: ${errorMessage(err)}${debug ? "" : ` [${errorCode(err)}]`}\n`);
+      if (debug && err instanceof Error && err.stack) io.stderr.write(`${err.stack}\n`);
+    }
+    return 1;
+  }
+}
+
