@@ -40,7 +40,9 @@ export async function startContainerd(): Promise<ContainerdHandle> {
       '  address = ""',
     ].join("\n"),
   );
-  const child: ChildProcess = spawn("containerd", ["--config", config], { stdio: ["ignore", "ignore", "pipe"] });
+  const child: ChildProcess = spawn("containerd", ["--config", config], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let log = "";
   child.stderr?.on("data", (d: Buffer) => {
     log = (log + d.toString()).slice(-4000);

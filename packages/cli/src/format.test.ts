@@ -17,8 +17,14 @@ describe("format", () => {
   it("formats labels and tables", () => {
     expect(formatLabels({})).toBe("-");
     expect(formatLabels({ b: "2", a: "1" })).toBe("a=1,b=2");
-    expect(formatTable(["REF", "SIZE"], [["x", "1 B"], ["longer-name", "2 B"]])).toBe(
-      "REF           SIZE\nx             1 B\nlonger-name   2 B",
-    );
+    expect(
+      formatTable(
+        ["REF", "SIZE"],
+        [
+          ["x", "1 B"],
+          ["longer-name", "2 B"],
+        ],
+      ),
+    ).toBe("REF           SIZE\nx             1 B\nlonger-name   2 B");
   });
 });

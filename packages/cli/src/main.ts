@@ -1,6 +1,6 @@
-import { createReadStream, createWriteStream } from "node:fs";
+import { createReadStream, createWriteStream, renameSync, rmSync } from "node:fs";
 import { Readable } from "node:stream";
-import { pipeline } from "node:stream/promises";
+import { finished, pipeline } from "node:stream/promises";
 import { type Client, createClient } from "@berth/client";
 import { errorCode, errorMessage, invalidArgument } from "@berth/errdefs";
 import { Command, Option } from "commander";
@@ -30,6 +30,11 @@ function credentialsOf(user: string | undefined): { username: string; password: 
   const i = user.indexOf(":");
   if (i <= 0) throw invalidArgument(`--user must be USERNAME:PASSWORD, got "${user}"`);
   return { username: user.slice(0, i), password: user.slice(i + 1) };
+}
+
+function credentialsOption(user: string | undefined): { credentials?: { username: string; password: string } } {
+  const credentials = credentialsOf(user);
+  return credentials === undefined ? {} : { credentials };
 }
 
 function registryFlags(cmd: Command): Command {
@@ -62,8 +67,14 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
         .env("BERTH_NAMESPACE")
         .default(process.env.CONTAINERD_NAMESPACE ?? "default"),
     )
-    .addOption(new Option("--root <dir>", "root directory (embedded mode)").env("BERTH_ROOT").default("/var/lib/berth"))
-    .addOption(new Option("--state <dir>", "state directory (embedded mode)").env("BERTH_STATE").default("/run/berth"))
+    .addOption(
+      new Option("--root <dir>", "root directory (embedded mode)")
+        .env("BERTH_ROOT")
+        .default("/var/lib/berth"),
+    )
+    .addOption(
+      new Option("--state <dir>", "state directory (embedded mode)").env("BERTH_STATE").default("/run/berth"),
+    )
     .option("--debug", "print stack traces of errors")
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
@@ -102,7 +113,7 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
           ...platformsOf(opts),
           plainHttp: Boolean(opts.plainHttp),
           skipVerify: Boolean(opts.skipVerify),
-          ...(opts.user === undefined ? {} : { credentials: credentialsOf(opts.user) }),
+          ...credentialsOption(opts.user),
           ...(progress ? { onProgress: progress.onEvent } : {}),
         });
         ok = true;
@@ -129,7 +140,7 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
         ...platformsOf(opts),
         plainHttp: Boolean(opts.plainHttp),
         skipVerify: Boolean(opts.skipVerify),
-        ...(opts.user === undefined ? {} : { credentials: credentialsOf(opts.user) }),
+        ...credentialsOption(opts.user),
         onProgress: progress.onEvent,
       });
       ok = true;
@@ -205,7 +216,9 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
 
   images
     .command("import")
-    .description("import images from an OCI layout or docker save archive (tar file, directory, or - for stdin)")
+    .description(
+      "import images from an OCI layout or docker save archive (tar file, directory, or - for stdin)",
+    )
     .argument("<source>")
     .option("--base-name <name>", "base name for images whose archive names only a tag")
     .option("--platform <platform...>", "platform(s) to keep the image complete for")
@@ -242,12 +255,22 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
     .option("--all-platforms", "export every platform")
     .action(async (file: string, refs: string[], opts: { platform?: string[]; allPlatforms?: boolean }) => {
       const c = await open();
-      const sink = file === "-" ? io.stdout : createWriteStream(file);
-      const done = file === "-" ? Promise.resolve() : new Promise((resolve) => sink.on("close", resolve));
-      await c.exportImages(sink, refs, platformsOf(opts));
-      if (file !== "-") {
+      if (file === "-") {
+        await c.exportImages(io.stdout, refs, platformsOf(opts));
+        return;
+      }
+      // Write beside the target and rename on success, so a failed export leaves no partial archive.
+      const partial = `${file}.partial-${process.pid}`;
+      const sink = createWriteStream(partial, { mode: 0o644 });
+      let ok = false;
+      try {
+        await c.exportImages(sink, refs, platformsOf(opts));
+        ok = true;
+      } finally {
         sink.end();
-        await done;
+        await finished(sink).catch(() => undefined);
+        if (ok) renameSync(partial, file);
+        else rmSync(partial, { force: true });
       }
     });
 
@@ -258,7 +281,10 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
     .option("--platform <platform>", "platform to resolve (default: this host)")
     .action(async (ref: string, opts: { platform?: string }) => {
       const c = await open();
-      const details = await c.inspectImage(ref, opts.platform === undefined ? {} : { platform: opts.platform });
+      const details = await c.inspectImage(
+        ref,
+        opts.platform === undefined ? {} : { platform: opts.platform },
+      );
       out(JSON.stringify(details, null, 2));
     });
 
@@ -267,13 +293,18 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
     .command("ls")
     .alias("list")
     .description("list blobs")
-    .argument("[filters...]", "containerd-style filters, e.g. labels.\"containerd.io/gc.root\"")
+    .argument("[filters...]", 'containerd-style filters, e.g. labels."containerd.io/gc.root"')
     .option("-q, --quiet", "print only the digests")
     .action(async (filters: string[], opts: { quiet?: boolean }) => {
       const c = await open();
       const rows: string[][] = [];
       await c.content.walk((info) => {
-        rows.push([info.digest, formatBytes(info.size), formatAge(info.createdAt), formatLabels(info.labels)]);
+        rows.push([
+          info.digest,
+          formatBytes(info.size),
+          formatAge(info.createdAt),
+          formatLabels(info.labels),
+        ]);
       }, filters);
       if (opts.quiet) for (const row of rows) out(row[0] ?? "");
       else out(formatTable(["DIGEST", "SIZE", "AGE", "LABELS"], rows));
@@ -315,7 +346,10 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
  */
 export async function main(
   argv: readonly string[],
-  io: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream } = { stdout: process.stdout, stderr: process.stderr },
+  io: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream } = {
+    stdout: process.stdout,
+    stderr: process.stderr,
+  },
 ): Promise<number> {
   const program = buildProgram(io);
   try {
@@ -334,4 +368,3 @@ export async function main(
     return 1;
   }
 }
-

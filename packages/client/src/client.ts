@@ -145,7 +145,10 @@ export interface Client {
   /** Names `source`'s target `target` too. `already-exists` unless `force`. */
   tagImage(source: string, target: string, options?: { readonly force?: boolean }): Promise<ImageRecord>;
   /** Imports an OCI layout (tar or directory) or a `docker save` archive and records its images. */
-  importImages(source: Readable | { readonly dir: string }, options?: ImportCallOptions): Promise<ImageRecord[]>;
+  importImages(
+    source: Readable | { readonly dir: string },
+    options?: ImportCallOptions,
+  ): Promise<ImageRecord[]>;
   /** Writes the named images as an OCI layout tar to `out` (the caller ends `out`). */
   exportImages(
     out: Writable,
@@ -370,7 +373,12 @@ class EmbeddedClient implements Client {
       images.push({ name: image.name, target: image.target });
     }
     const choice = choosePlatforms(options);
-    await exportImages(this.content, images, out, choice.all ? { allPlatforms: true } : { platform: choice.any });
+    await exportImages(
+      this.content,
+      images,
+      out,
+      choice.all ? { allPlatforms: true } : { platform: choice.any },
+    );
   }
 
   async inspectImage(name: string, options: { readonly platform?: string } = {}): Promise<ImageDetails> {

@@ -5,6 +5,7 @@
  * @packageDocumentation
  */
 
+export type { ImageRecord } from "@berth/metadata";
 export type {
   Client,
   ClientOptions,
@@ -17,4 +18,3 @@ export type {
 export { createClient } from "./client.js";
 export type { PlatformChoice } from "./platforms.js";
 export { choosePlatforms } from "./platforms.js";
-export type { ImageRecord } from "@berth/metadata";

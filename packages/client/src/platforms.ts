@@ -14,7 +14,10 @@ export interface PlatformChoice {
  * Turns `--platform` / `--all-platforms` style options into matchers. Platform strings use the
  * OCI `os/arch[/variant]` form; a malformed one is `invalid-argument`.
  */
-export function choosePlatforms(options: { platforms?: readonly string[]; allPlatforms?: boolean }): PlatformChoice {
+export function choosePlatforms(options: {
+  platforms?: readonly string[];
+  allPlatforms?: boolean;
+}): PlatformChoice {
   if (options.allPlatforms) return { all: true, matchers: [allPlatforms], any: allPlatforms };
   const requested = options.platforms ?? [];
   if (requested.length === 0) {
