@@ -130,7 +130,8 @@ export interface ContentStore {
   ): Promise<Info>;
   /**
    * Calls `fn` for each committed blob matching any of `filters` (containerd filter syntax, e.g.
-   * `labels."containerd.io/gc.root"`, `digest==sha256:…`, `size>100`); all blobs if none.
+   * `labels."containerd.io/gc.root"`, `digest==sha256:…`, `size==100`; see `parseFilter`); all blobs if none.
+   * Throws `invalid-argument` for a malformed filter before visiting anything.
    */
   walk(fn: (info: Info) => void | Promise<void>, filters?: readonly string[]): Promise<void>;
   /** Deletes a committed blob. `not-found` if absent. */
