@@ -32,7 +32,9 @@ function credentialsOf(user: string | undefined): { username: string; password: 
   return { username: user.slice(0, i), password: user.slice(i + 1) };
 }
 
-function credentialsOption(user: string | undefined): { credentials?: { username: string; password: string } } {
+function credentialsOption(user: string | undefined): {
+  credentials?: { username: string; password: string };
+} {
   const credentials = credentialsOf(user);
   return credentials === undefined ? {} : { credentials };
 }
