@@ -106,6 +106,34 @@ describe("berth images (CLI, embedded)", () => {
     expect(blobs).toEqual([...fixtures.multiLayer.blobs].sort());
   });
 
+  it("tags, reads content, and removes images with their unshared content", async () => {
+    const { refs, fixtures } = sharedRegistry();
+    const root = tempDir("berth-e2e-");
+    expect((await berth(root, "images", "pull", "--plain-http", refs.single)).code).toBe(0);
+    expect((await berth(root, "images", "tag", refs.single, "example.test/copy:1")).code).toBe(0);
+    const names = (await berth(root, "images", "ls", "-q")).stdout.trim().split("\n");
+    expect(names.sort()).toEqual([refs.single, "example.test/copy:1"].sort());
+
+    const config = await run(process.execPath, [
+      new URL("../packages/cli/bin/berth.js", import.meta.url).pathname,
+      "--root",
+      root,
+      "content",
+      "get",
+      fixtures.single.configDigest,
+    ]);
+    const parsed = JSON.parse(config.stdout) as { rootfs: { diff_ids: string[] } };
+    expect(parsed.rootfs.diff_ids).toEqual(fixtures.single.diffIds);
+
+    // The tag still holds every blob; removing the last name collects them.
+    expect((await berth(root, "images", "rm", refs.single)).code).toBe(0);
+    expect((await berth(root, "content", "ls", "-q")).stdout.trim().split("\n").sort()).toEqual(
+      [...fixtures.single.blobs].sort(),
+    );
+    expect((await berth(root, "images", "rm", "example.test/copy:1")).code).toBe(0);
+    expect((await berth(root, "content", "ls", "-q")).stdout.trim()).toBe("");
+  });
+
   it("reports bad input clearly and stores nothing", async () => {
     const root = tempDir("berth-e2e-");
     const bad = await berth(root, "images", "pull", "--plain-http", "127.0.0.1:1/Not//Valid");

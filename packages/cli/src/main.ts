@@ -184,15 +184,15 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
     .command("rm")
     .alias("remove")
     .alias("delete")
-    .description("remove images; their content goes at the next garbage collection")
+    .description("remove images and collect the content only they used")
     .argument("<ref...>")
-    .option("--sync", "collect garbage before returning")
-    .action(async (refs: string[], opts: { sync?: boolean }) => {
+    .option("--sync", "collect garbage before returning (always so in embedded mode)")
+    .action(async (refs: string[]) => {
       const c = await open();
       let failed = 0;
       for (const ref of refs) {
         try {
-          await c.deleteImage(ref, { sync: Boolean(opts.sync) });
+          await c.deleteImage(ref, { sync: true });
           out(ref);
         } catch (err) {
           failed++;
@@ -337,6 +337,8 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
         await c.content.delete(digest);
         out(digest);
       }
+      // Embedded mode has no daemon to collect later: blobs no namespace records go now.
+      await c.garbageCollect();
     });
 
   return program;

@@ -140,7 +140,10 @@ export interface Client {
   getImage(name: string): Promise<ImageRecord>;
   /** Size, completeness and platforms of an image. */
   imageSummary(image: ImageRecord): Promise<ImageSummary>;
-  /** Deletes an image record; with `sync`, collects garbage before returning. */
+  /**
+   * Deletes an image record. With `sync` (the default in embedded mode, where no daemon collects
+   * garbage later) the content only this image held is collected before returning.
+   */
   deleteImage(name: string, options?: { readonly sync?: boolean }): Promise<void>;
   /** Names `source`'s target `target` too. `already-exists` unless `force`. */
   tagImage(source: string, target: string, options?: { readonly force?: boolean }): Promise<ImageRecord>;
@@ -320,7 +323,7 @@ class EmbeddedClient implements Client {
 
   async deleteImage(name: string, options: { readonly sync?: boolean } = {}): Promise<void> {
     const image = await this.getImage(name);
-    await this.images.delete(image.name, options.sync ? { sync: true } : {});
+    await this.images.delete(image.name, options.sync === false ? {} : { sync: true });
   }
 
   async tagImage(source: string, target: string, options: { readonly force?: boolean } = {}) {
