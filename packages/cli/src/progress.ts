@@ -27,6 +27,11 @@ function labelOf(event: TransferEvent): string {
   return `${kind}-${digest.slice(0, 19)}`;
 }
 
+/** True for the kinds that end a blob's transfer successfully. */
+function settled(kind: string): boolean {
+  return kind === "done" || kind === "exists" || kind === "mounted";
+}
+
 /** Consumes transfer events and renders them: bars on a terminal, one line per finished blob otherwise. */
 export interface ProgressRenderer {
   readonly onEvent: (event: TransferEvent) => void;
@@ -77,15 +82,15 @@ export function createProgressRenderer(stream: NodeJS.WriteStream, verb: string)
           bar = multibar.create(Math.max(1, e.total), 0, payload(e, e.kind));
           bars.set(key, bar);
         }
-        const value = e.kind === "done" || e.kind === "exists" ? Math.max(1, e.total) : e.offset;
+        const value = settled(e.kind) ? Math.max(1, e.total) : e.offset;
         bar.setTotal(Math.max(1, e.total));
         bar.update(value, payload({ ...e, offset: value }, e.kind));
-      } else if ((e.kind === "done" || e.kind === "exists" || e.kind === "error") && !finished.has(key)) {
+      } else if ((settled(e.kind) || e.kind === "error") && !finished.has(key)) {
         stream.write(`${labelOf(e)}: ${e.kind} (${formatBytes(e.total)})\n`);
       } else if (e.kind === "resolved") {
         stream.write(`${e.ref}: resolved\n`);
       }
-      if (e.kind === "done" || e.kind === "exists") finished.add(key);
+      if (settled(e.kind)) finished.add(key);
     },
     finish(ok) {
       multibar?.stop();
