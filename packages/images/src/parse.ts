@@ -1,7 +1,8 @@
 import { createHash } from "node:crypto";
 import type { Descriptor, Platform } from "@berth/content";
+import { digestAlgorithm } from "@berth/content";
 import { invalidArgument } from "@berth/errdefs";
-import { digestAlgorithm, validateDigest } from "./digest.js";
+import { validateDigest } from "./digest.js";
 import {
   isConfigMediaType,
   isIndexMediaType,

@@ -1,5 +1,5 @@
+import { isDigest } from "@berth/content";
 import { invalidArgument } from "@berth/errdefs";
-import { isDigest } from "./digest.js";
 
 /**
  * A normalized image reference: `docker.io/library/busybox:latest`,

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { ContentStore, Descriptor, Platform } from "@berth/content";
+import { digestAlgorithm } from "@berth/content";
 import { dataLoss, failedPrecondition, invalidArgument, notFound, resourceExhausted } from "@berth/errdefs";
-import { digestAlgorithm } from "./digest.js";
 import { isConfigMediaType, isIndexMediaType, isManifestMediaType } from "./media-types.js";
 import { parseConfig, parseIndex, parseManifest } from "./parse.js";
 import { allPlatforms, type PlatformMatcher, platformMatcher } from "./platforms.js";

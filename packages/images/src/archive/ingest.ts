@@ -1,8 +1,8 @@
 import { createHash, randomUUID } from "node:crypto";
 import { setTimeout as delay } from "node:timers/promises";
 import type { ContentStore, ContentWriter, Digest, WriterOptions } from "@berth/content";
+import { digestAlgorithm } from "@berth/content";
 import { dataLoss, isAlreadyExists, isUnavailable } from "@berth/errdefs";
-import { digestAlgorithm } from "../digest.js";
 
 /** What was stored: digest, size and the first bytes (for compression sniffing). @internal */
 export interface IngestedBlob {

@@ -1,5 +1,5 @@
+import { isDigest } from "@berth/content";
 import { invalidArgument } from "@berth/errdefs";
-import { isDigest } from "../digest.js";
 
 /**
  * Cleans a path found inside an archive (a tar entry name, a link target, a path in
