@@ -14,6 +14,6 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Privileged and registry-backed tests share host resources; files run in forks, in parallel.
     pool: "forks",
-    reporters: ["default"],
+    reporters: ["default", "./tools/test/summary-reporter.ts"],
   },
 });
