@@ -8,5 +8,17 @@
 export { fsyncDir, fsyncDirSync } from "./fs.js";
 export type { FileLock, LockMode } from "./lock.js";
 export { lockFile, tryLockFile } from "./lock.js";
+export type { Mount, MountInfo, ParsedMountOptions, UnmountOptions } from "./mount.js";
+export {
+  MountFlag,
+  mount,
+  mountAll,
+  mountOne,
+  parseMountOptions,
+  readMountInfo,
+  unmount,
+  unmountRecursive,
+} from "./mount.js";
 export type { SystemErrorDetails } from "./system-error.js";
 export { errnoName, SystemError } from "./system-error.js";
+export { getXattr, listXattrs, makedev, mknod, removeXattr, setXattr } from "./xattr.js";
