@@ -1,0 +1,7 @@
+/**
+ * Native (vfs) snapshotter: full copies with reflink where the filesystem supports it.
+ *
+ * @packageDocumentation
+ */
+
+export {};

@@ -1,0 +1,7 @@
+/**
+ * overlayfs snapshotter: upper/work/lower directories, mounts returned as data.
+ *
+ * @packageDocumentation
+ */
+
+export {};
