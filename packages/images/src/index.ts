@@ -11,6 +11,7 @@ export type { ExportImagesOptions, ExportTarget } from "./archive/export.js";
 export { exportImages } from "./archive/export.js";
 export type { ImportedImage, ImportImagesOptions, ImportSource } from "./archive/import.js";
 export { importImages } from "./archive/import.js";
+export { chainIds } from "./chain-id.js";
 export { validateDigest } from "./digest.js";
 export { distributionSourceKey, distributionSourceLabel, gcChildLabels } from "./labels.js";
 export type { KnownMediaType, LayerCompression } from "./media-types.js";
