@@ -1,11 +1,13 @@
 import { createReadStream, createWriteStream, renameSync, rmSync } from "node:fs";
+import { resolve as resolvePath } from "node:path";
 import { Readable } from "node:stream";
 import { finished, pipeline } from "node:stream/promises";
-import { type Client, createClient } from "@berth/client";
+import { type Client, createClient, type UnpackEvent } from "@berth/client";
 import { errorCode, errorMessage, invalidArgument } from "@berth/errdefs";
 import { Command, Option } from "commander";
 import { formatAge, formatBytes, formatLabels, formatTable } from "./format.js";
 import { createProgressRenderer } from "./progress.js";
+import { addSnapshotCommands } from "./snapshots.js";
 
 /** Options every command inherits from the top level. */
 interface GlobalOptions {
@@ -52,6 +54,16 @@ function platformsOf(opts: RegistryOptions): { platforms?: string[]; allPlatform
   return {
     ...(opts.platform === undefined ? {} : { platforms: opts.platform }),
     ...(opts.allPlatforms ? { allPlatforms: true } : {}),
+  };
+}
+
+/** Prints unpack progress, one line per layer. */
+function unpackPrinter(stream: NodeJS.WritableStream): (event: UnpackEvent) => void {
+  return (e) => {
+    if (e.kind === "applying") return;
+    stream.write(
+      `layer ${e.layer + 1} ${e.descriptor.digest.slice(0, 19)}: ${e.kind === "exists" ? "exists" : "unpacked"}\n`,
+    );
   };
 }
 
@@ -106,25 +118,41 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
 
   registryFlags(images.command("pull").description("pull an image from a registry").argument("<ref>"))
     .option("-q, --quiet", "print only the image digest")
-    .action(async (ref: string, opts: RegistryOptions & { quiet?: boolean }) => {
-      const c = await open();
-      const progress = opts.quiet ? undefined : createProgressRenderer(io.stderr, "pulled");
-      let ok = false;
-      try {
-        const image = await c.pull(ref, {
-          ...platformsOf(opts),
-          plainHttp: Boolean(opts.plainHttp),
-          skipVerify: Boolean(opts.skipVerify),
-          ...credentialsOption(opts.user),
-          ...(progress ? { onProgress: progress.onEvent } : {}),
-        });
-        ok = true;
-        progress?.finish(true);
-        out(opts.quiet ? image.target.digest : `${image.name}\t${image.target.digest}`);
-      } finally {
-        if (!ok) progress?.finish(false);
-      }
-    });
+    .option("--skip-unpack", "fetch only; do not unpack the layers into a snapshotter")
+    .option("--snapshotter <name>", "snapshotter to unpack into", "overlayfs")
+    .action(
+      async (
+        ref: string,
+        opts: RegistryOptions & { quiet?: boolean; skipUnpack?: boolean; snapshotter: string },
+      ) => {
+        const c = await open();
+        const progress = opts.quiet ? undefined : createProgressRenderer(io.stderr, "pulled");
+        let ok = false;
+        try {
+          const image = await c.pull(ref, {
+            ...platformsOf(opts),
+            plainHttp: Boolean(opts.plainHttp),
+            skipVerify: Boolean(opts.skipVerify),
+            ...credentialsOption(opts.user),
+            ...(progress ? { onProgress: progress.onEvent } : {}),
+          });
+          ok = true;
+          progress?.finish(true);
+          if (!opts.skipUnpack) {
+            const unpacked = await c.unpack(image.name, {
+              snapshotter: opts.snapshotter,
+              ...(opts.platform?.[0] === undefined ? {} : { platform: opts.platform[0] }),
+              ...(opts.quiet ? {} : { onEvent: unpackPrinter(io.stderr) }),
+            });
+            if (!opts.quiet)
+              io.stderr.write(`unpacked ${image.name} into ${opts.snapshotter}: ${unpacked.chainId}\n`);
+          }
+          out(opts.quiet ? image.target.digest : `${image.name}\t${image.target.digest}`);
+        } finally {
+          if (!ok) progress?.finish(false);
+        }
+      },
+    );
 
   registryFlags(
     images
@@ -289,6 +317,89 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
       );
       out(JSON.stringify(details, null, 2));
     });
+
+  images
+    .command("unpack")
+    .description("unpack an image's layers into a snapshotter")
+    .argument("<ref>")
+    .option("--snapshotter <name>", "snapshotter to unpack into", "overlayfs")
+    .option("--platform <platform>", "platform to unpack (default: this host)")
+    .action(async (ref: string, opts: { snapshotter: string; platform?: string }) => {
+      const c = await open();
+      const result = await c.unpack(ref, {
+        snapshotter: opts.snapshotter,
+        ...(opts.platform === undefined ? {} : { platform: opts.platform }),
+        onEvent: unpackPrinter(io.stderr),
+      });
+      out(result.chainId);
+    });
+
+  images
+    .command("mount")
+    .description("mount an image's root filesystem (an active snapshot keyed by the target path)")
+    .argument("<ref>")
+    .argument("<target>")
+    .option("--snapshotter <name>", "snapshotter to use", "overlayfs")
+    .option("--rw", "mount read-write (an active snapshot) instead of a read-only view")
+    .action(async (ref: string, target: string, opts: { snapshotter: string; rw?: boolean }) => {
+      const c = await open();
+      const abs = resolvePath(target);
+      await c.mountImage(ref, abs, { snapshotter: opts.snapshotter, readOnly: !opts.rw });
+      out(abs);
+    });
+
+  images
+    .command("unmount")
+    .alias("umount")
+    .description("unmount a target mounted by `images mount`")
+    .argument("<target>")
+    .option("--snapshotter <name>", "snapshotter to use", "overlayfs")
+    .option("--rm", "also remove the snapshot")
+    .action(async (target: string, opts: { snapshotter: string; rm?: boolean }) => {
+      const c = await open();
+      const abs = resolvePath(target);
+      await c.unmountImage(abs, { snapshotter: opts.snapshotter, removeSnapshot: Boolean(opts.rm) });
+      out(abs);
+    });
+
+  addSnapshotCommands(program, open, out);
+
+  program
+    .command("commit")
+    .description("commit the changes of an active snapshot (a container's root filesystem) as a new image")
+    .argument("<key>", "active snapshot key (for `images mount --rw`, the mount target)")
+    .argument("<image>", "name of the new image")
+    .option("--base <image>", "image the snapshot was made from (default: recorded on the snapshot)")
+    .option("--snapshotter <name>", "snapshotter holding the snapshot", "overlayfs")
+    .option("-m, --message <text>", "comment for the new history entry")
+    .option("--compression <kind>", "layer compression: gzip, zstd or none", "gzip")
+    .action(
+      async (
+        key: string,
+        name: string,
+        opts: { base?: string; snapshotter: string; message?: string; compression: string },
+      ) => {
+        if (!["gzip", "zstd", "none"].includes(opts.compression)) {
+          throw invalidArgument(
+            `--compression must be gzip, zstd or none, not ${JSON.stringify(opts.compression)}`,
+          );
+        }
+        const c = await open();
+        const existing = await c.snapshotter(opts.snapshotter);
+        // A target path given for `images mount` is the snapshot key in its absolute form.
+        const snapshotKey = await existing
+          .stat(key)
+          .then(() => key)
+          .catch(() => resolvePath(key));
+        const image = await c.commit(snapshotKey, name, {
+          snapshotter: opts.snapshotter,
+          compression: opts.compression as "gzip" | "zstd" | "none",
+          ...(opts.base === undefined ? {} : { base: opts.base }),
+          ...(opts.message === undefined ? {} : { comment: opts.message }),
+        });
+        out(`${image.name}\t${image.target.digest}`);
+      },
+    );
 
   const content = program.command("content").description("manage content (blobs)");
   content

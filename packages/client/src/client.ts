@@ -1,13 +1,14 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
-import { type ContentStore, createLocalContentStore, type Descriptor } from "@berth/content";
+import { type ContentStore, createLocalContentStore, type Descriptor, Labels } from "@berth/content";
 import {
   alreadyExists,
   failedPrecondition,
   invalidArgument,
   isAlreadyExists,
   isNotFound,
+  notFound,
   notImplemented,
 } from "@berth/errdefs";
 import {
@@ -44,8 +45,14 @@ import {
   pushImage,
   type Resolver,
 } from "@berth/remotes";
+import { namespacedSnapshotter, type Snapshotter } from "@berth/snapshots";
+import { createNativeSnapshotter } from "@berth/snapshotter-native";
+import { createOverlaySnapshotter } from "@berth/snapshotter-overlay";
+import { mountAll, unmountRecursive } from "@berth/sys";
 import { Agent } from "undici";
+import { type CommitSnapshotOptions, type CommitSnapshotResult, commitSnapshot } from "./commit.js";
 import { choosePlatforms } from "./platforms.js";
+import { type UnpackEvent, type UnpackResult, unpackImage } from "./unpack.js";
 
 /** Where and how a client works. */
 export interface ClientOptions {
@@ -62,6 +69,9 @@ export interface ClientOptions {
   readonly address?: string;
 }
 
+/** Label recording which image an active snapshot made by {@link Client.mountImage} came from. */
+export const ImageLabel = "io.berth.image";
+
 /** Options shared by calls that talk to a registry. */
 export interface RegistryCallOptions {
   /** Use plain HTTP for this registry (loopback registries use HTTP anyway). */
@@ -76,6 +86,26 @@ export interface RegistryCallOptions {
   readonly allPlatforms?: boolean;
   readonly onProgress?: (event: ProgressEvent) => void;
   readonly signal?: AbortSignal;
+}
+
+/** The snapshotters embedded mode knows, by the names containerd uses. */
+export const SnapshotterName = { Overlay: "overlayfs", Native: "native" } as const;
+
+/** Options of {@link Client.unpack}. */
+export interface UnpackCallOptions {
+  /** Snapshotter name; default `overlayfs`. */
+  readonly snapshotter?: string;
+  /** Platform in `os/arch[/variant]` form; default the host's. */
+  readonly platform?: string;
+  readonly onEvent?: (event: UnpackEvent) => void;
+}
+
+/** Options of {@link Client.commit}. */
+export interface CommitCallOptions extends CommitSnapshotOptions {
+  readonly snapshotter?: string;
+  /** The base image; default the snapshot's `io.berth.image` label. */
+  readonly base?: string;
+  readonly platform?: string;
 }
 
 /** Options of {@link Client.push}. */
@@ -160,6 +190,32 @@ export interface Client {
   ): Promise<void>;
   /** Record, manifest and config of an image for one platform (default the host's). */
   inspectImage(name: string, options?: { readonly platform?: string }): Promise<ImageDetails>;
+  /** The namespace's view of a snapshotter (default `overlayfs`). `not-found` for an unknown name. */
+  snapshotter(name?: string): Promise<Snapshotter>;
+  /**
+   * Unpacks an image's layers into a snapshotter (skipping layers already there) and returns the
+   * top chain ID. Work is protected by a lease until the image's config records the chain.
+   */
+  unpack(name: string, options?: UnpackCallOptions): Promise<UnpackResult>;
+  /**
+   * Unpacks `name` if needed, prepares an active snapshot keyed `target` on its top layer (labels
+   * record the image), and mounts it at `target`.
+   */
+  mountImage(
+    name: string,
+    target: string,
+    options?: UnpackCallOptions & { readonly readOnly?: boolean },
+  ): Promise<void>;
+  /** Unmounts `target`; with `removeSnapshot`, also removes the snapshot keyed `target`. */
+  unmountImage(
+    target: string,
+    options?: { readonly snapshotter?: string; readonly removeSnapshot?: boolean },
+  ): Promise<void>;
+  /**
+   * Commits the changes of the active snapshot `key` as a new image named `name` on top of the
+   * image it was made from (the `io.berth.image` label `mountImage` sets) or `options.base`.
+   */
+  commit(key: string, name: string, options?: CommitCallOptions): Promise<ImageRecord>;
   /** Runs garbage collection over the whole root (every namespace). */
   garbageCollect(): Promise<GcResult>;
   /** Releases the database connection. */
@@ -183,17 +239,20 @@ export async function createClient(options: ClientOptions = {}): Promise<Client>
   mkdirSync(root, { recursive: true, mode: 0o700 });
   const backing = await createLocalContentStore(join(root, "content"));
   const meta = openMetadata(join(root, "metadata.db"), { contentStore: backing });
-  return new EmbeddedClient(namespace, meta, backing);
+  return new EmbeddedClient(namespace, meta, backing, root);
 }
 
 class EmbeddedClient implements Client {
   readonly content: ContentStore;
   readonly images: ImageStore;
 
+  private readonly backends = new Map<string, Promise<Snapshotter>>();
+
   constructor(
     readonly namespace: string,
     private readonly meta: Metadata,
     private readonly backing: ContentStore,
+    private readonly root: string,
   ) {
     this.content = namespacedContentStore(meta, backing, namespace);
     this.images = meta.images(namespace);
@@ -400,11 +459,108 @@ class EmbeddedClient implements Client {
     };
   }
 
-  garbageCollect(): Promise<GcResult> {
-    return collectGarbage(this.meta, this.backing);
+  private backend(name: string): Promise<Snapshotter> {
+    let backend = this.backends.get(name);
+    if (backend === undefined) {
+      const dir = join(this.root, "snapshots", name);
+      if (name === SnapshotterName.Overlay) backend = createOverlaySnapshotter(dir);
+      else if (name === SnapshotterName.Native) backend = createNativeSnapshotter(dir);
+      else {
+        throw notFound(
+          `snapshotter ${JSON.stringify(name)} is not known (embedded mode has ${Object.values(SnapshotterName).join(", ")})`,
+        );
+      }
+      this.backends.set(name, backend);
+    }
+    return backend;
+  }
+
+  async snapshotter(name: string = SnapshotterName.Overlay, lease?: string): Promise<Snapshotter> {
+    return namespacedSnapshotter(
+      this.meta,
+      await this.backend(name),
+      name,
+      this.namespace,
+      lease === undefined ? {} : { lease },
+    );
+  }
+
+  async unpack(name: string, options: UnpackCallOptions = {}): Promise<UnpackResult> {
+    const image = await this.getImage(name);
+    const snapshotterName = options.snapshotter ?? SnapshotterName.Overlay;
+    const choice = choosePlatforms(options.platform === undefined ? {} : { platforms: [options.platform] });
+    return this.meta.leases(this.namespace).withLease(async (lease) => {
+      const snapshots = await this.snapshotter(snapshotterName, lease.id);
+      const content = namespacedContentStore(this.meta, this.backing, this.namespace, { lease: lease.id });
+      return unpackImage(content, snapshots, snapshotterName, image.target, choice.any, options.onEvent);
+    });
+  }
+
+  async mountImage(
+    name: string,
+    target: string,
+    options: UnpackCallOptions & { readonly readOnly?: boolean } = {},
+  ): Promise<void> {
+    const image = await this.getImage(name);
+    const unpacked = await this.unpack(image.name, options);
+    const snapshots = await this.snapshotter(options.snapshotter ?? SnapshotterName.Overlay);
+    const labels = { [ImageLabel]: image.name, [Labels.GcRoot]: new Date().toISOString() };
+    const mounts = options.readOnly
+      ? await snapshots.view(target, unpacked.chainId, { labels })
+      : await snapshots.prepare(target, unpacked.chainId, { labels });
+    try {
+      mountAll(mounts, target);
+    } catch (err) {
+      await snapshots.remove(target).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async unmountImage(
+    target: string,
+    options: { readonly snapshotter?: string; readonly removeSnapshot?: boolean } = {},
+  ): Promise<void> {
+    unmountRecursive(target);
+    if (options.removeSnapshot) {
+      const snapshots = await this.snapshotter(options.snapshotter ?? SnapshotterName.Overlay);
+      await snapshots.remove(target);
+    }
+  }
+
+  async commit(key: string, name: string, options: CommitCallOptions = {}): Promise<ImageRecord> {
+    const target = parseReference(name).toString();
+    return this.meta.leases(this.namespace).withLease(async (lease) => {
+      const snapshots = await this.snapshotter(options.snapshotter ?? SnapshotterName.Overlay, lease.id);
+      const baseName = options.base ?? (await snapshots.stat(key)).labels[ImageLabel];
+      if (baseName === undefined) {
+        throw invalidArgument(
+          `snapshot ${key} does not record its image (no ${ImageLabel} label); name a base image`,
+        );
+      }
+      const base = await this.getImage(baseName);
+      const content = namespacedContentStore(this.meta, this.backing, this.namespace, { lease: lease.id });
+      const choice = choosePlatforms(options.platform === undefined ? {} : { platforms: [options.platform] });
+      const result: CommitSnapshotResult = await commitSnapshot(
+        content,
+        snapshots,
+        key,
+        base.target,
+        choice.any,
+        options,
+      );
+      return this.upsert(target, result.manifest);
+    });
+  }
+
+  async garbageCollect(): Promise<GcResult> {
+    const snapshotters: Record<string, Snapshotter> = {};
+    for (const name of Object.values(SnapshotterName)) snapshotters[name] = await this.backend(name);
+    return collectGarbage(this.meta, this.backing, { snapshotters });
   }
 
   async close(): Promise<void> {
+    for (const backend of this.backends.values()) await (await backend).close();
+    this.backends.clear();
     this.meta.close();
   }
 }

@@ -9,12 +9,18 @@ export type { ImageRecord } from "@berth/metadata";
 export type {
   Client,
   ClientOptions,
+  CommitCallOptions,
   ImageDetails,
   ImageSummary,
   ImportCallOptions,
   PushCallOptions,
   RegistryCallOptions,
+  UnpackCallOptions,
 } from "./client.js";
-export { createClient } from "./client.js";
+export { createClient, ImageLabel, SnapshotterName } from "./client.js";
+export type { CommitSnapshotOptions, CommitSnapshotResult } from "./commit.js";
+export { commitSnapshot } from "./commit.js";
 export type { PlatformChoice } from "./platforms.js";
 export { choosePlatforms } from "./platforms.js";
+export type { UnpackEvent, UnpackedLayer, UnpackResult } from "./unpack.js";
+export { applyToMounts, unpackImage } from "./unpack.js";
