@@ -1,4 +1,5 @@
 import type { Client } from "@berth/client";
+import { Labels } from "@berth/content";
 import type { Info, Snapshotter } from "@berth/snapshots";
 import { mountAll } from "@berth/sys";
 import type { Command } from "commander";
@@ -93,9 +94,13 @@ export function addSnapshotCommands(
       .action(
         async (key: string, parent: string | undefined, opts: { target?: string; label?: string[] }) => {
           const s = await use();
-          const labels = Object.fromEntries(
-            (opts.label ?? []).map((l) => [l.split("=")[0], l.slice(l.indexOf("=") + 1)]),
-          );
+          // Like ctr, snapshots made by hand are garbage-collection roots until removed.
+          const labels = {
+            [Labels.GcRoot]: new Date().toISOString(),
+            ...Object.fromEntries(
+              (opts.label ?? []).map((l) => [l.split("=")[0], l.slice(l.indexOf("=") + 1)]),
+            ),
+          };
           const mounts = await s[kind](key, parent, { labels });
           if (opts.target !== undefined) mountAll(mounts, opts.target);
           else printMounts("<target>", mounts);

@@ -382,7 +382,8 @@ class EmbeddedClient implements Client {
 
   async deleteImage(name: string, options: { readonly sync?: boolean } = {}): Promise<void> {
     const image = await this.getImage(name);
-    await this.images.delete(image.name, options.sync === false ? {} : { sync: true });
+    await this.images.delete(image.name);
+    if (options.sync !== false) await this.garbageCollect();
   }
 
   async tagImage(source: string, target: string, options: { readonly force?: boolean } = {}) {

@@ -143,9 +143,17 @@ async function applyOne(
   parent: string | undefined,
 ): Promise<boolean> {
   const key = `extract-${randomBytes(6).toString("hex")} ${chainId}`;
-  const mounts = await snapshotter.prepare(key, parent, {
-    labels: { [SnapshotLabels.UncompressedRef]: chainId },
-  });
+  let mounts: Mount[];
+  try {
+    mounts = await snapshotter.prepare(key, parent, {
+      labels: { [SnapshotLabels.UncompressedRef]: chainId },
+    });
+  } catch (err) {
+    // The namespaced snapshotter answers already-exists when the chain ID is committed already
+    // (by a concurrent unpack, or shareable from another namespace): the layer is there.
+    if (isAlreadyExists(err)) return false;
+    throw err;
+  }
   let committed = false;
   try {
     const reader = await content.readerAt(descriptor.digest);

@@ -1,6 +1,6 @@
 /**
  * The namespaced metadata database (SQLite): namespaces, images, per-namespace content records and
- * labels, leases, and garbage collection over a shared content store. Modelled on containerd's
+ * labels, snapshot records, leases, and garbage collection over a shared content store. Modelled on containerd's
  * `metadata` package; see the README for the schema and the crash-safety argument.
  *
  * @packageDocumentation
@@ -12,6 +12,7 @@ export type { GcOptions, GcResult } from "./gc.js";
 export { collectGarbage } from "./gc.js";
 export { openMetadata } from "./open-metadata.js";
 export type {
+  GcSnapshotter,
   ImageDeleteOptions,
   ImageInput,
   ImageRecord,
@@ -26,6 +27,12 @@ export type {
   NamespaceInfo,
   NamespaceStore,
   OpenMetadataOptions,
+  SnapshotAllocation,
+  SnapshotRecord,
+  SnapshotRecordInput,
+  SnapshotRecordKind,
+  SnapshotRecordStore,
+  SnapshotWriteOptions,
   WithLeaseOptions,
 } from "./types.js";
 export { validateNamespace } from "./validate.js";

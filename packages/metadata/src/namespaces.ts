@@ -25,6 +25,7 @@ const holdings = [
   ["content", "SELECT count(*) FROM content WHERE namespace = ?"],
   ["ingests", "SELECT count(*) FROM ingests WHERE namespace = ?"],
   ["leases", "SELECT count(*) FROM leases WHERE namespace = ?"],
+  ["snapshots", "SELECT count(*) FROM snapshots WHERE namespace = ?"],
 ] as const;
 
 /** The namespace store over one handle. @internal */

@@ -8,6 +8,7 @@ import { internals, type MetadataInternals, registerInternals, translateSqliteEr
 import { createLeaseManager } from "./leases.js";
 import { createNamespaceStore } from "./namespaces.js";
 import { migrations, runMigrations } from "./schema.js";
+import { createSnapshotRecordStore } from "./snapshots.js";
 import type { Metadata, OpenMetadataOptions } from "./types.js";
 import { validateNamespace } from "./validate.js";
 
@@ -103,6 +104,10 @@ function createHandle(
     leases(namespace) {
       validateNamespace(namespace);
       return createLeaseManager(() => internals(meta), meta, namespace);
+    },
+    snapshots(namespace, snapshotter) {
+      validateNamespace(namespace);
+      return createSnapshotRecordStore(() => internals(meta), namespace, snapshotter);
     },
     close() {
       if (state.closed) return;

@@ -6,8 +6,8 @@ export type Migration = (db: BetterSqlite3.Database) => void;
 
 /**
  * The schema, as an ordered list of migrations; `PRAGMA user_version` counts how many have run.
- * Append only: never edit a released step, add a new one (containers, snapshot records and
- * sandboxes come as later steps). STRICT tables make SQLite reject a value of the wrong type
+ * Append only: never edit a released step, add a new one (containers and sandboxes come as later
+ * steps). STRICT tables make SQLite reject a value of the wrong type
  * instead of storing it. Label maps are JSON objects in TEXT columns: they are always read and
  * written whole, and SQLite's json functions can still query them.
  *
@@ -74,6 +74,43 @@ export const migrations: readonly Migration[] = [
         id        TEXT NOT NULL,
         PRIMARY KEY (namespace, lease, type, id),
         FOREIGN KEY (namespace, lease) REFERENCES leases (namespace, id) ON DELETE CASCADE
+      ) STRICT;
+    `);
+  },
+
+  // 2: snapshot records per namespace and snapshotter, the per-snapshotter sequence that makes
+  // backend keys unique, and the backend snapshots waiting for GC to remove them.
+  (db) => {
+    db.exec(`
+      CREATE TABLE snapshots (
+        namespace   TEXT NOT NULL REFERENCES namespaces(name) ON DELETE RESTRICT,
+        snapshotter TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('active', 'view', 'committed')),
+        parent      TEXT,
+        backend_key TEXT NOT NULL,
+        labels      TEXT NOT NULL DEFAULT '{}',
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        PRIMARY KEY (namespace, snapshotter, key),
+        -- Checked at commit: GC deletes a whole unreachable chain in one transaction, in any order.
+        FOREIGN KEY (namespace, snapshotter, parent) REFERENCES snapshots (namespace, snapshotter, key)
+          DEFERRABLE INITIALLY DEFERRED
+      ) STRICT;
+      CREATE INDEX snapshots_by_parent ON snapshots (namespace, snapshotter, parent);
+      CREATE INDEX snapshots_by_backend_key ON snapshots (snapshotter, backend_key);
+
+      CREATE TABLE snapshot_sequences (
+        snapshotter TEXT PRIMARY KEY,
+        value       INTEGER NOT NULL
+      ) STRICT;
+
+      CREATE TABLE snapshot_removals (
+        snapshotter    TEXT NOT NULL,
+        backend_key    TEXT NOT NULL,
+        backend_parent TEXT,
+        removed_at     INTEGER NOT NULL,
+        PRIMARY KEY (snapshotter, backend_key)
       ) STRICT;
     `);
   },

@@ -87,7 +87,7 @@ export interface NamespaceStore {
   setLabels(name: string, labels: Labels): Promise<Labels>;
   /**
    * Deletes an empty namespace. `not-found` if absent; `failed-precondition`, listing what is left,
-   * if it still holds images, content, ingests or leases.
+   * if it still holds images, content, ingests, leases or snapshot records.
    */
   delete(name: string): Promise<void>;
 }
@@ -159,6 +159,188 @@ export interface LeaseManager {
   withLease<T>(fn: (lease: Lease) => Promise<T>, options?: WithLeaseOptions): Promise<T>;
 }
 
+/** The kinds of snapshot record, the string values of `@berth/snapshots`' `Kind`. */
+export type SnapshotRecordKind = "active" | "view" | "committed";
+
+/**
+ * A snapshot as one namespace knows it: the namespace's key (or, once committed, name) mapped onto
+ * a key of the backend snapshotter that is unique across namespaces (`<namespace>/<n>/<key>`).
+ * Labels are the namespace's own, all of them; the backend only ever sees the inherited ones
+ * (`containerd.io/snapshot/…`).
+ */
+export interface SnapshotRecord {
+  /** The key (active, view) or name (committed) in the namespace. */
+  readonly key: string;
+  readonly kind: SnapshotRecordKind;
+  /** The key of the committed parent in the same namespace; absent for a base snapshot. */
+  readonly parent?: string;
+  /** The snapshot's key in the backend snapshotter. */
+  readonly backendKey: string;
+  readonly labels: Labels;
+  readonly createdAt: Date;
+  readonly updatedAt: Date;
+}
+
+/** What {@link SnapshotRecordStore.allocate} and {@link SnapshotRecordStore.create} take. */
+export interface SnapshotRecordInput {
+  readonly key: string;
+  readonly kind: "active" | "view";
+  /** The key of a committed snapshot of the same namespace and snapshotter. */
+  readonly parent?: string;
+  readonly labels?: Labels;
+}
+
+/** The backend keys {@link SnapshotRecordStore.allocate} hands out for a new snapshot. */
+export interface SnapshotAllocation {
+  /** A fresh backend key, `<namespace>/<n>/<key>`, never handed out before. */
+  readonly backendKey: string;
+  /** The backend key of the parent, to pass to the backend's prepare or view. */
+  readonly backendParent?: string;
+}
+
+/** Options of the record-creating methods of {@link SnapshotRecordStore}. */
+export interface SnapshotWriteOptions {
+  /**
+   * Add the created snapshot (`snapshots/<snapshotter>`, key) to this lease of the namespace, in
+   * the same transaction as the record; `not-found` if the lease does not exist.
+   */
+  readonly lease?: string;
+}
+
+/**
+ * The snapshot records of one namespace for one snapshotter (containerd's
+ * `metadata/snapshot.go` buckets). This is the bookkeeping under `@berth/snapshots`'
+ * `namespacedSnapshotter`, which calls the backend between these steps; every method is one SQLite
+ * transaction. Records never reach across namespaces, except {@link SnapshotRecordStore.share},
+ * which reuses another namespace's committed backend snapshot.
+ *
+ * Errors: `invalid-argument` for an empty key, a malformed label, a bad fieldpath or filter;
+ * `not-found` for a missing key, parent or lease; `already-exists` for a taken key;
+ * `failed-precondition` for a parent that is not committed, a key that has children, or a commit
+ * of a snapshot that is not active.
+ */
+export interface SnapshotRecordStore {
+  readonly namespace: string;
+  readonly snapshotter: string;
+  /** The record of `key`; `not-found` if absent. */
+  get(key: string): Promise<SnapshotRecord>;
+  /**
+   * Records matching any of `filters` (fields `kind`, `name`, `parent`, `labels.<key>`; `name`
+   * is the key), sorted by key; all of them without filters.
+   */
+  list(filters?: readonly string[]): Promise<SnapshotRecord[]>;
+  /**
+   * Checks that `input` could be created now (key free, parent present and committed, labels
+   * valid) and hands out a fresh backend key. Writes nothing but the sequence: if the backend
+   * step fails, there is nothing to undo here. With `options.lease`, `not-found` if that lease is
+   * missing.
+   */
+  allocate(input: SnapshotRecordInput, options?: SnapshotWriteOptions): Promise<SnapshotAllocation>;
+  /**
+   * Records a snapshot the backend now holds under `backendKey`, re-checking everything
+   * {@link SnapshotRecordStore.allocate} checked (another writer may have raced in between). On
+   * any error nothing is written and the caller must undo the backend snapshot.
+   */
+  create(
+    input: SnapshotRecordInput & { readonly backendKey: string },
+    options?: SnapshotWriteOptions,
+  ): Promise<SnapshotRecord>;
+  /**
+   * Checks that the active snapshot `key` could be committed as `name` now (`not-found`,
+   * `failed-precondition` if it is not active, `already-exists` if `name` is taken) and hands out
+   * the backend name to commit it under. Returns the active record too. With `options.lease`,
+   * `not-found` if that lease is missing.
+   */
+  allocateCommit(
+    name: string,
+    key: string,
+    options?: SnapshotWriteOptions,
+  ): Promise<{ readonly backendKey: string; readonly active: SnapshotRecord }>;
+  /**
+   * Moves the record of the active `key` to a committed record `name` whose backend snapshot is
+   * now `backendKey` (the backend commit has happened). Labels are the active's merged with
+   * `labels`; the parent stays. With a lease, `name` is added to it and `key` removed from it (a
+   * lease deleted since {@link SnapshotRecordStore.allocateCommit} is skipped: the commit lands).
+   *
+   * If `name` was taken in the meantime the active record is dropped (its backend snapshot was
+   * consumed by the backend commit), the new backend snapshot is left for GC, and
+   * `already-exists` is thrown. `not-found` if `key` vanished (the same cleanup applies).
+   */
+  commit(
+    input: {
+      readonly name: string;
+      readonly key: string;
+      readonly backendKey: string;
+      readonly labels?: Labels;
+    },
+    options?: SnapshotWriteOptions,
+  ): Promise<SnapshotRecord>;
+  /**
+   * containerd's snapshot sharing: if another namespace holds a committed snapshot named `key`
+   * (for this snapshotter) whose backend parent is the backend snapshot of `parent` here, records
+   * `key` in this namespace as committed, pointing at the same backend snapshot, and returns the
+   * record. Returns undefined (writing nothing) when there is nothing to share or `key` already
+   * exists here. The caller asserts, through `key` being a chain ID, that the content is the same.
+   */
+  share(
+    input: { readonly key: string; readonly parent?: string; readonly labels?: Labels },
+    options?: SnapshotWriteOptions,
+  ): Promise<SnapshotRecord | undefined>;
+  /**
+   * Updates the labels of `key` as containerd does (no fieldpaths or `labels`: replace;
+   * `labels.<key>`: that label only; an empty value deletes). Other fieldpaths are
+   * `invalid-argument`. Returns the updated record and the labels before the update.
+   */
+  update(
+    key: string,
+    labels: Labels,
+    fieldpaths?: readonly string[],
+  ): Promise<{ readonly record: SnapshotRecord; readonly previous: Labels }>;
+  /**
+   * Sets the labels of `key` back to `labels` exactly, e.g. to undo an update whose backend step
+   * failed; `not-found` if absent.
+   */
+  restoreLabels(key: string, labels: Labels): Promise<void>;
+  /**
+   * Deletes the record of `key` (`not-found`; `failed-precondition` if another snapshot of the
+   * namespace has it as parent). Its backend snapshot is not touched: it is queued for removal,
+   * which `collectGarbage` does once no record of any namespace uses it.
+   */
+  remove(key: string): Promise<SnapshotRecord>;
+  /**
+   * Queues a backend snapshot that has no record (a failed create's leftover) for removal by the
+   * next garbage collection.
+   */
+  discard(backendKey: string, backendParent?: string): Promise<void>;
+  /**
+   * Runs `fn` holding the shared garbage-collection lock of the database root: a collection in
+   * any process waits until `fn` settles. Wrap every step sequence that makes a backend snapshot
+   * exist before its record does (prepare, view, commit), so GC never sees it half-made.
+   */
+  withGcLock<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+/**
+ * What garbage collection needs of a backend snapshotter; any `@berth/snapshots` `Snapshotter`
+ * fits. Without `walk`, only the backend snapshots the database queued for removal (records
+ * removed or collected, failed creates) are removed. With `walk`, every backend snapshot no
+ * record uses is removed: also leftovers of a crash between a backend step and its record, and
+ * anything created in the backend directly, bypassing the namespaced snapshotter (as in
+ * containerd, the backend belongs to the metadata database).
+ */
+export interface GcSnapshotter {
+  /**
+   * Removes a backend snapshot. `not-found` counts as removed; `failed-precondition` (it still has
+   * children) leaves it for a later collection; any other error is thrown by `collectGarbage`
+   * after the rest of the sweep.
+   */
+  remove(backendKey: string): Promise<void>;
+  /** Calls `fn` for every backend snapshot: its backend key (`name`) and backend parent. */
+  walk?(
+    fn: (info: { readonly name: string; readonly parent?: string }) => void | Promise<void>,
+  ): Promise<void>;
+}
+
 /** Options for {@link openMetadata}. */
 export interface OpenMetadataOptions {
   /** How long a statement waits for another process's write lock before `unavailable`; default 10 s. */
@@ -175,6 +357,11 @@ export interface OpenMetadataOptions {
    * before the blob becomes visible to it.
    */
   readonly contentSharing?: "shared" | "isolated";
+  /**
+   * The backend snapshotters by name, for garbage collection (deletes with `{ sync: true }` and
+   * `collectGarbage` calls without their own `snapshotters`) to remove unused backend snapshots.
+   */
+  readonly snapshotters?: Readonly<Record<string, GcSnapshotter>>;
 }
 
 /**
@@ -193,6 +380,11 @@ export interface Metadata {
   images(namespace: string): ImageStore;
   /** The leases of `namespace`; `invalid-argument` if the name is malformed. */
   leases(namespace: string): LeaseManager;
+  /**
+   * The snapshot records of `namespace` for the snapshotter called `snapshotter` (a plugin name
+   * such as `overlayfs`); `invalid-argument` if either name is malformed.
+   */
+  snapshots(namespace: string, snapshotter: string): SnapshotRecordStore;
   /** Closes the connection. Later calls on this handle or its stores throw `failed-precondition`. */
   close(): void;
 }
