@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -81,5 +81,6 @@ describe.runIf(
     expect((await berth(root, "images", "rm", refs.multiLayer, "example.test/committed:1")).code).toBe(0);
     expect((await berth(root, "snapshots", "ls")).stdout.trim().split("\n")).toHaveLength(1);
     expect((await berth(root, "content", "ls", "-q")).stdout.trim()).toBe("");
+    expect(readdirSync(join(root, "snapshots", "overlayfs", "snapshots"))).toEqual([]);
   });
 });
