@@ -7,5 +7,7 @@
  */
 
 export { filterInheritedLabels, SnapshotLabels } from "./labels.js";
+export type { NamespacedSnapshotterOptions } from "./namespaced.js";
+export { namespacedSnapshotter } from "./namespaced.js";
 export type { Info, Mount, SnapshotOptions, Snapshotter, Usage } from "./types.js";
 export { Kind } from "./types.js";
