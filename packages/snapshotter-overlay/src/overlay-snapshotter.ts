@@ -196,22 +196,7 @@ class OverlaySnapshotter implements Snapshotter {
 
   /** The id of snapshot `key` of any kind, inside a transaction. */
   #idOf(tx: MetaTx, key: string): string {
-    const info = tx.getInfo(key);
-    if (info.kind !== Kind.Committed) return tx.getSnapshot(key).id;
-    // The store has no lookup of a committed snapshot's id; a view on top of it, created in a
-    // savepoint that is rolled back, names it as its first parent id.
-    const rollback = Symbol("rollback");
-    let id: string | undefined;
-    try {
-      this.#store.transaction((inner) => {
-        id = inner.createSnapshot(Kind.View, `\u0000id-of\u0000${key}`, key).parentIds[0];
-        throw rollback;
-      });
-    } catch (err) {
-      if (err !== rollback) throw err;
-    }
-    if (id === undefined) throw failedPrecondition(`snapshot ${JSON.stringify(key)}: cannot find its id`);
-    return id;
+    return tx.lookup(key).id;
   }
 
   #withUpperdir(tx: MetaTx, info: Info): Info {
