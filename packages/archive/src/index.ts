@@ -4,4 +4,18 @@
  * @packageDocumentation
  */
 
-export {};
+export type { ApplyOptions, ApplyResult } from "./apply.js";
+export { applyLayer, LayerCompression, WhiteoutMode } from "./apply.js";
+export type { CompressOptions, DecompressOptions, GzipEngine } from "./compression.js";
+export {
+  Compression,
+  compressionOfMediaType,
+  compressStream,
+  decompressStream,
+  detectCompression,
+} from "./compression.js";
+export type { DiffOptions, DiffResult, DiffSide, WriteDiffOptions, WriteDiffResult } from "./diff.js";
+export { diffDirectories, diffOverlayUpper, writeDiff } from "./diff.js";
+export { cleanLayerPath, resolveInRoot } from "./path-safety.js";
+export type { WhiteoutKind } from "./whiteout.js";
+export { classifyWhiteout, Whiteout } from "./whiteout.js";
