@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 #  docker-registry: the loopback OCI registry;  skopeo, umoci: image oracles;
 #  containerd (ctr), runc: the reference implementation; busybox-static: fixture images;
 #  zstd: zstd fixture layers; apache2-utils: htpasswd (bcrypt) for the basic-auth registry;
-#  openssl: the token-auth registry's signing certificate; util-linux: flock(1) in tests.
-APT_PACKAGES=(docker-registry skopeo umoci containerd runc busybox-static zstd apache2-utils openssl util-linux jq)
+#  openssl: the token-auth registry's signing certificate; util-linux: flock(1) in tests;
+#  libzstd1, libisal2, libdeflate0: layer (de)compression through koffi (@berth/sys).
+APT_PACKAGES=(docker-registry skopeo umoci containerd runc busybox-static zstd apache2-utils openssl util-linux jq libzstd1 libisal2 libdeflate0)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -29,6 +29,12 @@ export type GzipEngine = "auto" | "isal" | "zlib";
 export interface DecompressOptions {
   /** The gzip decoder; default `auto`. Ignored for other compressions. */
   readonly gzipEngine?: GzipEngine;
+  /**
+   * How native decoders (ISA-L, libzstd) are called: `async` (default) on koffi's worker threads,
+   * so decompression overlaps the tar and file work of the main thread; `sync` on the main thread,
+   * which is faster in isolation (no thread hop per call) but adds to the main thread's work.
+   */
+  readonly nativeCalls?: "async" | "sync";
 }
 
 /** Options of {@link compressStream}. */

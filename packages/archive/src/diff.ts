@@ -423,7 +423,12 @@ async function lowersHaveNonEmptyDir(lowers: readonly string[], rel: string): Pr
   return false;
 }
 
-async function walkUpper(emitter: Emitter, lowers: readonly string[], rel: string, dir: string): Promise<void> {
+async function walkUpper(
+  emitter: Emitter,
+  lowers: readonly string[],
+  rel: string,
+  dir: string,
+): Promise<void> {
   // Sorted by the names written to the tar: a whiteout sorts as `.wh.<name>`, as in the double walk.
   const items = await Promise.all(
     (await readdir(dir)).map(async (name) => {

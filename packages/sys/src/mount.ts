@@ -164,7 +164,7 @@ export interface MountInfo {
 }
 
 // mountinfo escapes space, tab, newline and backslash as octal (\040 ...).
-const unescape = (s: string) =>
+const unescapeMountField = (s: string) =>
   s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 
 /** Parses /proc/self/mountinfo (or another process's). */
@@ -179,10 +179,10 @@ export function readMountInfo(pid: number | "self" = "self"): MountInfo[] {
     result.push({
       id: Number(a[0]),
       parent: Number(a[1]),
-      mountPoint: unescape(a[4] ?? ""),
+      mountPoint: unescapeMountField(a[4] ?? ""),
       options: a[5] ?? "",
       fstype: b[0] ?? "",
-      source: unescape(b[1] ?? ""),
+      source: unescapeMountField(b[1] ?? ""),
       superOptions: b[2] ?? "",
     });
   }
