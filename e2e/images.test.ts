@@ -150,13 +150,14 @@ describe.runIf(
   requiresRoot("containerd comparison") && requiresCommand("containerd", "containerd comparison"),
 )("berth vs containerd's ctr", () => {
   let containerd: ContainerdHandle | undefined;
-  const root = mkdtempSync(join(tmpdir(), "berth-e2e-ctr-"));
+  let root = "";
   beforeAll(async () => {
+    root = mkdtempSync(join(tmpdir(), "berth-e2e-ctr-"));
     containerd = await startContainerd();
   });
   afterAll(async () => {
     await containerd?.stop();
-    rmSync(root, { recursive: true, force: true });
+    if (root !== "") rmSync(root, { recursive: true, force: true });
   });
 
   it.each(["single", "multiLayer", "multiPlatform", "dockerV2", "zstd"] as const)(
