@@ -262,6 +262,8 @@ async function runCli(tmp, ref, blobs, registryPid) {
       join(root, "state"),
       "images",
       "pull",
+      // This benchmark measures the fetch (`ctr content fetch` does not unpack either).
+      "--skip-unpack",
       "--plain-http",
       ref,
     ]);
