@@ -1,17 +1,21 @@
 // A private containerd daemon for the comparison, in the same way as the e2e tests start one (not
 // imported from e2e: benchmarks stand alone): its own root, state and sockets under a fresh temp
-// directory, the CRI plugin disabled, stopped by its pid.
+// directory, the CRI plugin disabled, stopped by its pid. Its temporary mounts (the applier mounts
+// a layer's first snapshot on a temp dir) go to a directory of its own too, via TMPDIR and
+// XDG_RUNTIME_DIR, so that stop() can find and detach anything left mounted before removing it.
 import { execFile, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
+import { unmountUnder } from "./harness.mjs";
 
 const run = promisify(execFile);
 
 /**
  * Starts containerd under a new temp directory in `parent` and resolves once `ctr version`
- * answers. The handle's `stop()` sends SIGTERM to that pid only (SIGKILL after 5 s) and removes
- * the directory; it is idempotent.
+ * answers. The handle's `stop()` sends SIGTERM to that pid only (SIGKILL after 5 s), detaches
+ * anything still mounted under the directory and removes it; it is idempotent. `root` is the
+ * daemon's root (content in `contentDir`, overlay snapshots in `snapshotsDir`).
  */
 export async function startContainerd(parent) {
   const dir = mkdtempSync(join(parent, "containerd-"));
@@ -34,7 +38,12 @@ export async function startContainerd(parent) {
       '  address = ""',
     ].join("\n"),
   );
-  const child = spawn("containerd", ["--config", config], { stdio: ["ignore", "ignore", "pipe"] });
+  const tmp = join(dir, "tmp");
+  mkdirSync(tmp);
+  const child = spawn("containerd", ["--config", config], {
+    stdio: ["ignore", "ignore", "pipe"],
+    env: { ...process.env, TMPDIR: tmp, XDG_RUNTIME_DIR: tmp },
+  });
   let log = "";
   child.stderr.on("data", (d) => {
     log = (log + d).slice(-4000);
@@ -49,6 +58,7 @@ export async function startContainerd(parent) {
         await exited;
         clearTimeout(timer);
       }
+      unmountUnder(dir);
       rmSync(dir, { recursive: true, force: true });
     })();
     return stopped;
@@ -73,7 +83,9 @@ export async function startContainerd(parent) {
   return {
     address,
     pid: child.pid,
+    root: join(dir, "root"),
     contentDir: join(dir, "root", "io.containerd.content.v1.content"),
+    snapshotsDir: join(dir, "root", "io.containerd.snapshotter.v1.overlayfs", "snapshots"),
     ctr,
     stop,
   };
