@@ -129,24 +129,23 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
         const progress = opts.quiet ? undefined : createProgressRenderer(io.stderr, "pulled");
         let ok = false;
         try {
+          const unpack = opts.skipUnpack
+            ? undefined
+            : {
+                snapshotter: opts.snapshotter,
+                ...(opts.quiet || io.stderr.isTTY ? {} : { onEvent: unpackPrinter(io.stderr) }),
+              };
           const image = await c.pull(ref, {
             ...platformsOf(opts),
             plainHttp: Boolean(opts.plainHttp),
             skipVerify: Boolean(opts.skipVerify),
             ...credentialsOption(opts.user),
             ...(progress ? { onProgress: progress.onEvent } : {}),
+            ...(unpack ? { unpack } : {}),
           });
           ok = true;
           progress?.finish(true);
-          if (!opts.skipUnpack) {
-            const unpacked = await c.unpack(image.name, {
-              snapshotter: opts.snapshotter,
-              ...(opts.platform?.[0] === undefined ? {} : { platform: opts.platform[0] }),
-              ...(opts.quiet ? {} : { onEvent: unpackPrinter(io.stderr) }),
-            });
-            if (!opts.quiet)
-              io.stderr.write(`unpacked ${image.name} into ${opts.snapshotter}: ${unpacked.chainId}\n`);
-          }
+          if (unpack && !opts.quiet) io.stderr.write(`unpacked ${image.name} into ${opts.snapshotter}\n`);
           out(opts.quiet ? image.target.digest : `${image.name}\t${image.target.digest}`);
         } finally {
           if (!ok) progress?.finish(false);

@@ -21,6 +21,7 @@ import {
   importImages,
   isIndexMediaType,
   isManifestMediaType,
+  type PlatformMatcher,
   parseReference,
   resolveImage,
   walkImage,
@@ -52,7 +53,7 @@ import { mountAll, unmountRecursive } from "@berth/sys";
 import { Agent } from "undici";
 import { type CommitSnapshotOptions, type CommitSnapshotResult, commitSnapshot } from "./commit.js";
 import { choosePlatforms } from "./platforms.js";
-import { type UnpackEvent, type UnpackResult, unpackImage } from "./unpack.js";
+import { type UnpackEvent, type UnpackResult, unpackImage, unpackLayers } from "./unpack.js";
 
 /** Where and how a client works. */
 export interface ClientOptions {
@@ -108,6 +109,15 @@ export interface CommitCallOptions extends CommitSnapshotOptions {
   readonly platform?: string;
 }
 
+/** Options of {@link Client.pull}. */
+export interface PullCallOptions extends RegistryCallOptions {
+  /**
+   * Also unpack the image into a snapshotter. For a single platform, each layer is applied as
+   * soon as its blob is in the store, while later layers still download.
+   */
+  readonly unpack?: UnpackCallOptions;
+}
+
 /** Options of {@link Client.push}. */
 export interface PushCallOptions extends RegistryCallOptions {
   /** The local image to push; default the remote name. */
@@ -161,7 +171,7 @@ export interface Client {
    * records the image. Content is held by a lease until the record exists, so a concurrent
    * garbage collection cannot take it. Pulling again fetches nothing.
    */
-  pull(ref: string, options?: RegistryCallOptions): Promise<ImageRecord>;
+  pull(ref: string, options?: PullCallOptions): Promise<ImageRecord>;
   /** Pushes a local image to `ref`. `not-found` if the local image does not exist. */
   push(ref: string, options?: PushCallOptions): Promise<void>;
   /** Image records matching any of `filters`, sorted by name. */
@@ -283,12 +293,25 @@ class EmbeddedClient implements Client {
     }
   }
 
-  async pull(ref: string, options: RegistryCallOptions = {}): Promise<ImageRecord> {
+  async pull(ref: string, options: PullCallOptions = {}): Promise<ImageRecord> {
     const name = parseReference(ref).toString();
     const choice = choosePlatforms(options);
     const resolver = this.resolver(options, name);
     return this.meta.leases(this.namespace).withLease(async (lease) => {
       const store = namespacedContentStore(this.meta, this.backing, this.namespace, { lease: lease.id });
+      const unpack = options.unpack;
+      if (unpack !== undefined && !choice.all && choice.matchers.length === 1) {
+        const target = await this.fetchAndUnpack(
+          resolver,
+          store,
+          name,
+          choice.any,
+          lease.id,
+          options,
+          unpack,
+        );
+        return this.upsert(name, target);
+      }
       let target: Descriptor | undefined;
       // One fetch per requested platform: fetchImage keeps the best manifest of each index, and
       // content already fetched for an earlier platform is found in the store, not fetched again.
@@ -302,8 +325,104 @@ class EmbeddedClient implements Client {
         target = result.target;
       }
       if (target === undefined) throw invalidArgument(`pull ${name}: no platform selected`);
-      return this.upsert(name, target);
+      const record = await this.upsert(name, target);
+      if (unpack !== undefined) {
+        const snapshotterName = unpack.snapshotter ?? SnapshotterName.Overlay;
+        const snapshots = await this.snapshotter(snapshotterName, lease.id);
+        await unpackImage(store, snapshots, snapshotterName, target, choice.any, unpack.onEvent);
+      }
+      return record;
     });
+  }
+
+  /**
+   * Fetches one platform of `name` and unpacks it at the same time: the manifest is handed over
+   * as soon as it is verified, and each layer is applied once its blob is committed. A failure on
+   * either side cancels the other.
+   */
+  private async fetchAndUnpack(
+    resolver: Resolver,
+    store: ContentStore,
+    name: string,
+    matcher: PlatformMatcher,
+    lease: string,
+    options: RegistryCallOptions,
+    unpack: UnpackCallOptions,
+  ): Promise<Descriptor> {
+    const snapshotterName = unpack.snapshotter ?? SnapshotterName.Overlay;
+    const snapshots = await this.snapshotter(snapshotterName, lease);
+    const committed = new Set<string>();
+    const waiting = new Map<string, Array<{ resolve: () => void; reject: (err: unknown) => void }>>();
+    let failure: { err: unknown } | undefined;
+    const fail = (err: unknown) => {
+      failure ??= { err };
+      for (const list of waiting.values()) for (const w of list) w.reject(err);
+      waiting.clear();
+    };
+    const waitForBlob = (digest: string): Promise<void> => {
+      if (committed.has(digest)) return Promise.resolve();
+      if (failure) return Promise.reject(failure.err);
+      return new Promise((resolve, reject) => {
+        const list = waiting.get(digest) ?? [];
+        list.push({ resolve, reject });
+        waiting.set(digest, list);
+      });
+    };
+    let manifestSeen: (manifest: ImageManifest) => void = () => {};
+    const manifest = new Promise<ImageManifest>((resolve) => {
+      manifestSeen = resolve;
+    });
+    const controller = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, controller.signal]) : controller.signal;
+    const fetching = fetchImage(resolver, store, name, {
+      platform: matcher,
+      signal,
+      onManifest: (_desc, m) => manifestSeen(m),
+      onProgress: (event) => {
+        if ((event.kind === "done" || event.kind === "exists") && event.digest !== undefined) {
+          committed.add(event.digest);
+          for (const w of waiting.get(event.digest) ?? []) w.resolve();
+          waiting.delete(event.digest);
+        }
+        options.onProgress?.(event);
+      },
+    });
+    const fetched = fetching.then(
+      (result) => {
+        // An image without a manifest for this platform never calls onManifest.
+        fail(notFound(`pull ${name}: no image manifest to unpack`));
+        return result;
+      },
+      (err: unknown) => {
+        fail(err);
+        throw err;
+      },
+    );
+    let seen = false;
+    void manifest.then(() => {
+      seen = true;
+    });
+    const unpacking = Promise.race([
+      manifest,
+      fetched.then(async () => {
+        await Promise.resolve();
+        if (!seen) throw notFound(`pull ${name}: no image manifest to unpack`);
+        return manifest;
+      }),
+    ]).then((m) =>
+      unpackLayers(store, snapshots, snapshotterName, m, {
+        waitForBlob,
+        ...(unpack.onEvent ? { onEvent: unpack.onEvent } : {}),
+      }),
+    );
+    try {
+      const [result] = await Promise.all([fetched, unpacking]);
+      return result.target;
+    } catch (err) {
+      controller.abort();
+      await Promise.allSettled([fetched, unpacking]);
+      throw err;
+    }
   }
 
   async push(ref: string, options: PushCallOptions = {}): Promise<void> {

@@ -13,6 +13,7 @@ export type {
   ImageDetails,
   ImageSummary,
   ImportCallOptions,
+  PullCallOptions,
   PushCallOptions,
   RegistryCallOptions,
   UnpackCallOptions,
@@ -22,5 +23,5 @@ export type { CommitSnapshotOptions, CommitSnapshotResult } from "./commit.js";
 export { commitSnapshot } from "./commit.js";
 export type { PlatformChoice } from "./platforms.js";
 export { choosePlatforms } from "./platforms.js";
-export type { UnpackEvent, UnpackedLayer, UnpackResult } from "./unpack.js";
-export { applyToMounts, unpackImage } from "./unpack.js";
+export type { UnpackEvent, UnpackedLayer, UnpackLayersOptions, UnpackResult } from "./unpack.js";
+export { applyToMounts, unpackImage, unpackLayers } from "./unpack.js";

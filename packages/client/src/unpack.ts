@@ -4,9 +4,17 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Readable } from "node:stream";
 import { applyLayer } from "@berth/archive";
-import { type ContentStore, type Descriptor, Labels } from "@berth/content";
-import { isAlreadyExists, isNotFound } from "@berth/errdefs";
-import { chainIds, layerCompression, type PlatformMatcher, resolveImage } from "@berth/images";
+import { type ContentStore, type Descriptor, Labels, readBlob } from "@berth/content";
+import { invalidArgument, isAlreadyExists, isNotFound } from "@berth/errdefs";
+import {
+  chainIds,
+  type ImageManifest,
+  layerCompression,
+  MaxConfigSize,
+  type PlatformMatcher,
+  parseConfig,
+  resolveImage,
+} from "@berth/images";
 import { type Mount, SnapshotLabels, type Snapshotter } from "@berth/snapshots";
 import { mountAll, unmountRecursive } from "@berth/sys";
 
@@ -90,11 +98,41 @@ export async function unpackImage(
   onEvent?: (event: UnpackEvent) => void,
 ): Promise<UnpackResult> {
   const image = await resolveImage(content, target, matcher);
-  const diffIds = image.config.rootfs.diff_ids;
-  const layers = image.manifest.layers;
+  return unpackLayers(content, snapshotter, snapshotterName, image.manifest, {
+    ...(onEvent ? { onEvent } : {}),
+  });
+}
+
+/** Options of {@link unpackLayers}. */
+export interface UnpackLayersOptions {
+  /**
+   * Resolves when the blob `digest` is committed to the content store. Without it every blob
+   * must be there already; with it, a layer is applied as soon as its blob arrives, while later
+   * layers still download.
+   */
+  readonly waitForBlob?: (digest: string) => Promise<void>;
+  readonly onEvent?: (event: UnpackEvent) => void;
+}
+
+/**
+ * Unpacks the layers of `manifest` (see {@link unpackImage}), reading its config from `content`.
+ * With `waitForBlob`, the config and each layer are awaited just before they are needed.
+ */
+export async function unpackLayers(
+  content: ContentStore,
+  snapshotter: Snapshotter,
+  snapshotterName: string,
+  manifest: ImageManifest,
+  options: UnpackLayersOptions = {},
+): Promise<UnpackResult> {
+  const { waitForBlob, onEvent } = options;
+  await waitForBlob?.(manifest.config.digest);
+  const config = parseConfig(await readBlob(content, manifest.config.digest, { maxSize: MaxConfigSize }));
+  const diffIds = config.rootfs.diff_ids;
+  const layers = manifest.layers;
   if (diffIds.length !== layers.length) {
-    throw new Error(
-      `image ${target.digest}: config lists ${diffIds.length} diff_ids but the manifest has ${layers.length} layers`,
+    throw invalidArgument(
+      `image config ${manifest.config.digest} lists ${diffIds.length} diff_ids but its manifest has ${layers.length} layers`,
     );
   }
   const chain = chainIds(diffIds);
@@ -110,6 +148,7 @@ export async function unpackImage(
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
+    await waitForBlob?.(descriptor.digest);
     if (existed) {
       onEvent?.({ kind: "exists", layer: i, chainId, descriptor });
     } else {
@@ -127,10 +166,11 @@ export async function unpackImage(
     parent = chainId;
   }
   const top = chain.at(-1);
-  if (top === undefined) throw new Error(`image ${target.digest} has no layers to unpack`);
+  if (top === undefined)
+    throw invalidArgument(`image config ${manifest.config.digest} has no layers to unpack`);
   const gcKey = `${Labels.GcRefSnapshot}.${snapshotterName}`;
-  await content.update({ digest: image.configDesc.digest, labels: { [gcKey]: top } }, [`labels.${gcKey}`]);
-  return { chainId: top, layers: result, config: image.configDesc };
+  await content.update({ digest: manifest.config.digest, labels: { [gcKey]: top } }, [`labels.${gcKey}`]);
+  return { chainId: top, layers: result, config: manifest.config };
 }
 
 /** Applies one layer; returns false when another unpack committed the same chain ID first. */

@@ -13,7 +13,7 @@ import {
   resourceExhausted,
   unavailable,
 } from "@berth/errdefs";
-import type { PlatformMatcher } from "@berth/images";
+import type { ImageManifest, PlatformMatcher } from "@berth/images";
 import {
   allPlatforms,
   childrenOf,
@@ -44,6 +44,12 @@ export interface FetchImageOptions {
   readonly signal?: AbortSignal;
   /** Blobs transferred at once. Default: the resolver's `concurrency`. */
   readonly concurrency?: number;
+  /**
+   * Called with each image manifest as soon as it is read and verified, before its config and
+   * layers are fetched (and before the manifest itself is committed, which happens last). Lets a
+   * caller unpack layers while later ones still download.
+   */
+  readonly onManifest?: (desc: Descriptor, manifest: ImageManifest) => void;
 }
 
 /** The result of {@link fetchImage}. */
@@ -108,6 +114,7 @@ export async function fetchImage(
     options.allPlatforms === true,
     emit,
     options.signal,
+    options.onManifest,
   );
   await pull.handle(descriptor);
   return { name, target: descriptor, blobs: pull.blobs };
@@ -129,6 +136,7 @@ class Pull {
     private readonly all: boolean,
     private readonly emit: (e: ProgressEvent) => void,
     private readonly signal: AbortSignal | undefined,
+    private readonly onManifest: ((desc: Descriptor, manifest: ImageManifest) => void) | undefined,
   ) {
     this.sourceKey = distributionSourceKey(domain);
   }
@@ -158,6 +166,7 @@ class Pull {
     }
     const bytes = await this.document(desc);
     const doc = parseImageDocument(bytes, desc.mediaType);
+    if (doc.kind === "manifest") this.onManifest?.(desc, doc);
     let children = childrenOf(doc).filter((c) => !isNonDistributableMediaType(c.mediaType));
     if (isIndexMediaType(desc.mediaType) && !this.all) {
       // Like containerd's pull, take only the best match of an index for one platform.

@@ -96,3 +96,151 @@ export function loadLibc(): Libc {
 export function lastErrno(): number {
   return loadLibc().koffi.errno();
 }
+
+/**
+ * The process, namespace, credential, signal, tty and socket calls the runtime uses, declared
+ * apart from {@link Libc} so that storage code never pays for binding them. Variadic entries
+ * (`syscall`, `prctl`, `fcntl`, `ioctl`) take a type name before each variadic value, as koffi
+ * requires. Each returns -1 and sets errno on failure unless noted.
+ */
+export interface ProcLibc {
+  readonly koffi: Koffi;
+  /** `long syscall(long number, ...)`, for calls glibc has no wrapper for (pivot_root, seccomp). */
+  readonly syscall: KoffiFunction;
+  /** `int unshare(int flags)` */
+  readonly unshare: KoffiFunction;
+  /** `int setns(int fd, int nstype)` */
+  readonly setns: KoffiFunction;
+  /** `int chroot(const char *path)` */
+  readonly chroot: KoffiFunction;
+  /** `int sethostname(const char *name, size_t len)` */
+  readonly sethostname: KoffiFunction;
+  /** `int setdomainname(const char *name, size_t len)` */
+  readonly setdomainname: KoffiFunction;
+  /** `mode_t umask(mode_t mask)`; never fails. */
+  readonly umask: KoffiFunction;
+  /** `int setresuid(uid_t r, uid_t e, uid_t s)`; glibc applies it to every thread of the process. */
+  readonly setresuid: KoffiFunction;
+  /** `int setresgid(gid_t r, gid_t e, gid_t s)`; glibc applies it to every thread of the process. */
+  readonly setresgid: KoffiFunction;
+  /** `int setgroups(size_t size, const gid_t *list)`; glibc applies it to every thread. */
+  readonly setgroups: KoffiFunction;
+  /** `uid_t getuid(void)` */
+  readonly getuid: KoffiFunction;
+  /** `uid_t geteuid(void)` */
+  readonly geteuid: KoffiFunction;
+  /** `gid_t getgid(void)` */
+  readonly getgid: KoffiFunction;
+  /** `gid_t getegid(void)` */
+  readonly getegid: KoffiFunction;
+  /** `pid_t getpid(void)` */
+  readonly getpid: KoffiFunction;
+  /** `int prctl(int option, ...)` */
+  readonly prctl: KoffiFunction;
+  /** `int capget(cap_user_header_t hdr, cap_user_data_t data)` */
+  readonly capget: KoffiFunction;
+  /** `int capset(cap_user_header_t hdr, const cap_user_data_t data)` */
+  readonly capset: KoffiFunction;
+  /** `int prlimit(pid_t pid, int resource, const struct rlimit *new, struct rlimit *old)` */
+  readonly prlimit: KoffiFunction;
+  /** `int execve(const char *path, char *const argv[], char *const envp[])` */
+  readonly execve: KoffiFunction;
+  /** `int close_range(unsigned int first, unsigned int last, int flags)` (glibc ≥ 2.34) */
+  readonly closeRange: KoffiFunction;
+  /** `int fcntl(int fd, int cmd, ...)` */
+  readonly fcntl: KoffiFunction;
+  /** `int dup2(int oldfd, int newfd)` */
+  readonly dup2: KoffiFunction;
+  /** `int sigprocmask(int how, const sigset_t *set, sigset_t *old)` */
+  readonly sigprocmask: KoffiFunction;
+  /** `sighandler_t signal(int sig, sighandler_t handler)`, handler as an integer (SIG_DFL = 0). */
+  readonly signal: KoffiFunction;
+  /** `int kill(pid_t pid, int sig)` */
+  readonly kill: KoffiFunction;
+  /** `pid_t setsid(void)` */
+  readonly setsid: KoffiFunction;
+  /** `int ioctl(int fd, unsigned long request, ...)` */
+  readonly ioctl: KoffiFunction;
+  /** `int openpty(int *master, int *slave, char *name, const struct termios *, const struct winsize *)` */
+  readonly openpty: KoffiFunction;
+  /** `int ptsname_r(int fd, char *buf, size_t len)`; returns an errno number, not -1. */
+  readonly ptsnameR: KoffiFunction;
+  /** `int socket(int domain, int type, int protocol)` */
+  readonly socket: KoffiFunction;
+  /** `int socketpair(int domain, int type, int protocol, int sv[2])` */
+  readonly socketpair: KoffiFunction;
+  /** `int connect(int fd, const struct sockaddr *addr, socklen_t len)` */
+  readonly connect: KoffiFunction;
+  /** `int bind(int fd, const struct sockaddr *addr, socklen_t len)` */
+  readonly bind: KoffiFunction;
+  /** `int listen(int fd, int backlog)` */
+  readonly listen: KoffiFunction;
+  /** `int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)` */
+  readonly accept4: KoffiFunction;
+  /** `ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)` */
+  readonly sendmsg: KoffiFunction;
+  /** `ssize_t recvmsg(int fd, struct msghdr *msg, int flags)` */
+  readonly recvmsg: KoffiFunction;
+}
+
+let procLibc: ProcLibc | undefined;
+
+/**
+ * Binds the {@link ProcLibc} calls on first use. Throws like {@link loadLibc} on a platform
+ * without them.
+ */
+export function loadProcLibc(): ProcLibc {
+  if (procLibc) return procLibc;
+  const { koffi } = loadLibc();
+  const lib = koffi.load("libc.so.6");
+  // openpty moved from libutil into libc in glibc 2.34; older systems still need libutil.so.1.
+  let openpty: KoffiFunction;
+  const openptyProto = "int openpty(int *master, int *slave, void *name, void *termp, void *winp)";
+  try {
+    openpty = lib.func(openptyProto);
+  } catch {
+    openpty = koffi.load("libutil.so.1").func(openptyProto);
+  }
+  procLibc = {
+    koffi,
+    syscall: lib.func("long syscall(long number, ...)"),
+    unshare: lib.func("int unshare(int flags)"),
+    setns: lib.func("int setns(int fd, int nstype)"),
+    chroot: lib.func("int chroot(const char *path)"),
+    sethostname: lib.func("int sethostname(const uint8_t *name, size_t len)"),
+    setdomainname: lib.func("int setdomainname(const uint8_t *name, size_t len)"),
+    umask: lib.func("uint32_t umask(uint32_t mask)"),
+    setresuid: lib.func("int setresuid(uint32_t r, uint32_t e, uint32_t s)"),
+    setresgid: lib.func("int setresgid(uint32_t r, uint32_t e, uint32_t s)"),
+    setgroups: lib.func("int setgroups(size_t size, const uint32_t *list)"),
+    getuid: lib.func("uint32_t getuid(void)"),
+    geteuid: lib.func("uint32_t geteuid(void)"),
+    getgid: lib.func("uint32_t getgid(void)"),
+    getegid: lib.func("uint32_t getegid(void)"),
+    getpid: lib.func("int getpid(void)"),
+    prctl: lib.func("int prctl(int option, ...)"),
+    capget: lib.func("int capget(uint8_t *hdr, uint8_t *data)"),
+    capset: lib.func("int capset(uint8_t *hdr, const uint8_t *data)"),
+    prlimit: lib.func("int prlimit(int pid, int resource, const uint8_t *newLimit, uint8_t *oldLimit)"),
+    execve: lib.func("int execve(const char *path, const char **argv, const char **envp)"),
+    closeRange: lib.func("int close_range(unsigned int first, unsigned int last, int flags)"),
+    fcntl: lib.func("int fcntl(int fd, int cmd, ...)"),
+    dup2: lib.func("int dup2(int oldfd, int newfd)"),
+    sigprocmask: lib.func("int sigprocmask(int how, const uint8_t *set, uint8_t *old)"),
+    signal: lib.func("intptr_t signal(int sig, intptr_t handler)"),
+    kill: lib.func("int kill(int pid, int sig)"),
+    setsid: lib.func("int setsid(void)"),
+    ioctl: lib.func("int ioctl(int fd, unsigned long request, ...)"),
+    openpty,
+    ptsnameR: lib.func("int ptsname_r(int fd, uint8_t *buf, size_t len)"),
+    socket: lib.func("int socket(int domain, int type, int protocol)"),
+    socketpair: lib.func("int socketpair(int domain, int type, int protocol, int *sv)"),
+    connect: lib.func("int connect(int fd, const uint8_t *addr, uint32_t len)"),
+    bind: lib.func("int bind(int fd, const uint8_t *addr, uint32_t len)"),
+    listen: lib.func("int listen(int fd, int backlog)"),
+    accept4: lib.func("int accept4(int fd, void *addr, void *len, int flags)"),
+    sendmsg: lib.func("intptr_t sendmsg(int fd, const uint8_t *msg, int flags)"),
+    recvmsg: lib.func("intptr_t recvmsg(int fd, uint8_t *msg, int flags)"),
+  };
+  return procLibc;
+}
