@@ -43,7 +43,6 @@ export { ContainerStatus, checkContainerId } from "./state.js";
 
 // --- end container core ---
 
-// --- end cgroups ---
 // --- capabilities + seccomp (RD) ---
 export type { CapabilityMasks, CapabilityName } from "./capabilities.js";
 export {
@@ -55,6 +54,11 @@ export {
   lastCapability,
   parseCapabilities,
 } from "./capabilities.js";
+export type { CompileSeccompOptions, SeccompArch } from "./seccomp/compile.js";
+export { compileSeccomp, seccompFilterFlags, syscallNumber } from "./seccomp/compile.js";
+export { AuditArch, SeccompFlag, SeccompRet } from "./seccomp/constants.js";
+// --- end capabilities + seccomp ---
+
 // --- cgroups (RC) ---
 export type { CgroupWrite } from "./cgroups/convert.js";
 export {
@@ -67,7 +71,7 @@ export type { CgroupManager, CgroupManagerOptions, CgroupStats } from "./cgroups
 export { createCgroupManager, DEFAULT_CGROUP_PARENT } from "./cgroups/manager.js";
 export type { CgroupMode } from "./cgroups/mounts.js";
 export { cgroupVersion } from "./cgroups/mounts.js";
-// --- end capabilities + seccomp ---
+// --- end cgroups ---
 // --- berth-runc CLI (RE) ---
 export type { Features } from "./cli/features.js";
 export { features, OCI_VERSION_MAX, OCI_VERSION_MIN } from "./cli/features.js";
@@ -82,7 +86,4 @@ export type {
   CliRuntime,
 } from "./cli/runtime-api.js";
 export { checkStateSchema, OCI_STATE_STATUSES } from "./cli/state-schema.js";
-export type { CompileSeccompOptions, SeccompArch } from "./seccomp/compile.js";
-export { compileSeccomp, seccompFilterFlags, syscallNumber } from "./seccomp/compile.js";
-export { AuditArch, SeccompFlag, SeccompRet } from "./seccomp/constants.js";
 // --- end berth-runc CLI ---

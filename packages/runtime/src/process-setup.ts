@@ -5,7 +5,7 @@
  * @internal
  */
 import { accessSync, constants, statSync, writeFileSync } from "node:fs";
-import { invalidArgument, notFound, notImplemented, permissionDenied } from "@berth/errdefs";
+import { invalidArgument, notFound, permissionDenied } from "@berth/errdefs";
 import {
   CloseRangeFlag,
   capset,
@@ -26,6 +26,7 @@ import {
   umask,
 } from "@berth/sys";
 import { type CapabilityMasks, parseCapabilities } from "./capabilities.js";
+import { compileSeccomp, seccompFilterFlags } from "./seccomp/compile.js";
 import type { LinuxSeccomp, Process } from "./spec.js";
 
 const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -121,7 +122,11 @@ export function prepareProcess(proc: Process): PreparedProcess {
  * empty mask, close-on-exec on every fd above 2 plus `preserveFds`, blocking stdio that survives
  * exec, then execve. Returns only by throwing.
  */
-export function execProcess(p: PreparedProcess, preserveFds: number, seccomp: Uint8Array | undefined): never {
+export function execProcess(
+  p: PreparedProcess,
+  preserveFds: number,
+  seccomp: CompiledSeccomp | undefined,
+): never {
   if (p.noNewPrivileges) prctl(Prctl.PR_SET_NO_NEW_PRIVS, 1);
   for (let fd = 0; fd <= 2 + preserveFds; fd++) {
     try {
@@ -136,15 +141,18 @@ export function execProcess(p: PreparedProcess, preserveFds: number, seccomp: Ui
   closeRange(3 + preserveFds, 0xffffffff, CloseRangeFlag.CLOEXEC);
   resetSignalsForExec();
   // Seccomp last: the filter may forbid what Node needs to get here.
-  if (seccomp !== undefined) seccompSetFilter(seccomp, 0);
+  if (seccomp !== undefined) seccompSetFilter(seccomp.program, seccomp.flags);
   return execve(p.path, p.args, p.env);
 }
 
-/**
- * Compiles `linux.seccomp` into a BPF program. Until the seccomp compiler is wired in, a spec with
- * seccomp is refused (`not-implemented`) rather than run unfiltered.
- */
-export function compileSeccompFor(seccomp: LinuxSeccomp | undefined): Uint8Array | undefined {
+/** A compiled seccomp filter and the flags to load it with. */
+export interface CompiledSeccomp {
+  readonly program: Uint8Array;
+  readonly flags: number;
+}
+
+/** Compiles `linux.seccomp` (undefined when the spec has none). Throws the compiler's errors. */
+export function compileSeccompFor(seccomp: LinuxSeccomp | undefined): CompiledSeccomp | undefined {
   if (seccomp === undefined) return undefined;
-  throw notImplemented("linux.seccomp: the seccomp compiler is not wired into the runtime yet");
+  return { program: compileSeccomp(seccomp), flags: seccompFilterFlags(seccomp) };
 }

@@ -30,7 +30,14 @@ import {
 import { joinNamespace, mknod, namespaceFlag, setns, unshare } from "@berth/sys";
 import { type CgroupManager, createCgroupManager } from "./cgroups/manager.js";
 import { type FromInit, type InitConfig, InitMode, initError, type ToInit } from "./protocol.js";
-import { type Process, type Spec, validateProcess, validateSpec } from "./spec.js";
+import {
+  type LinuxDeviceCgroup,
+  type LinuxResources,
+  type Process,
+  type Spec,
+  validateProcess,
+  validateSpec,
+} from "./spec.js";
 import {
   type ContainerState,
   ContainerStatus,
@@ -247,6 +254,38 @@ function spawnHelper(
   }
 }
 
+// What runc's specconv adds after the spec's own device rules: mknod of anything (the init
+// creates /dev), the default devices, ptys, and the spec's linux.devices.
+const ALLOWED_DEVICES: readonly LinuxDeviceCgroup[] = [
+  { allow: true, type: "c", access: "m" },
+  { allow: true, type: "b", access: "m" },
+  { allow: true, type: "c", major: 1, minor: 3, access: "rwm" },
+  { allow: true, type: "c", major: 1, minor: 8, access: "rwm" },
+  { allow: true, type: "c", major: 1, minor: 7, access: "rwm" },
+  { allow: true, type: "c", major: 5, minor: 0, access: "rwm" },
+  { allow: true, type: "c", major: 1, minor: 5, access: "rwm" },
+  { allow: true, type: "c", major: 1, minor: 9, access: "rwm" },
+  { allow: true, type: "c", major: 136, access: "rwm" },
+  { allow: true, type: "c", major: 5, minor: 2, access: "rwm" },
+  { allow: true, type: "c", major: 10, minor: 200, access: "rwm" },
+];
+
+function withAllowedDevices(spec: Spec): LinuxResources {
+  const resources = spec.linux?.resources ?? {};
+  const own = (spec.linux?.devices ?? [])
+    .filter((d) => d.type === "c" || d.type === "b")
+    .map(
+      (d): LinuxDeviceCgroup => ({
+        allow: true,
+        type: d.type,
+        major: d.major ?? 0,
+        minor: d.minor ?? 0,
+        access: "rwm",
+      }),
+    );
+  return { ...resources, devices: [...(resources.devices ?? []), ...ALLOWED_DEVICES, ...own] };
+}
+
 function statusOf(root: string, rec: StateRecord): ContainerStatus {
   if (!initAlive(rec)) return ContainerStatus.Stopped;
   if (existsSync(join(stateDir(root, rec.id), StateFile.ExecFifo))) return ContainerStatus.Created;
@@ -382,7 +421,7 @@ class LocalRuntime implements Runtime {
       const pid = child.pid as number;
       cgroups = createCgroupManager(spec.linux?.cgroupsPath, id);
       cgroups.apply(pid);
-      if (spec.linux?.resources) cgroups.set(spec.linux.resources);
+      cgroups.set(withAllowedDevices(spec));
       const record: StateRecord = {
         version: 1,
         id,

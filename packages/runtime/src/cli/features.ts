@@ -1,4 +1,5 @@
-import { CAPABILITY_NAMES } from "../spec.js";
+// capabilities.ts and not spec.ts: spec.ts pulls in @berth/sys, which `features` has no use for.
+import { CAPABILITIES } from "../capabilities.js";
 
 /**
  * The document `berth-runc features` prints: runc's `features` JSON (runtime-spec
@@ -79,7 +80,9 @@ export function features(version: string): Features {
     linux: {
       // No user namespaces: berth runs containers as root on the host's ids (see the README).
       namespaces: ["cgroup", "ipc", "mount", "network", "pid", "uts"],
-      capabilities: [...CAPABILITY_NAMES],
+      capabilities: Object.entries(CAPABILITIES)
+        .sort((a, b) => a[1] - b[1])
+        .map(([name]) => name),
       cgroup: { v1: true, v2: true, systemd: false, systemdUser: false },
       seccomp: {
         enabled: true,

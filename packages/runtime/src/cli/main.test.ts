@@ -400,9 +400,16 @@ describe("berth-runc command line", () => {
     writeFileSync(p, JSON.stringify(process));
     expect((await cli("exec", "-p", p, "-t", "c1")).code).toBe(0);
     expect(rt.lastProcess).toEqual(process);
-    expect((await cli("exec", "c1")).stderr).toMatch(/^berth-runc: exec args cannot be empty/);
+    // exec's own failures exit with 255, like runc's, unlike the process's status.
+    expect(await cli("exec", "c1")).toMatchObject({
+      code: 255,
+      stderr: expect.stringMatching(/^berth-runc: exec args cannot be empty/),
+    });
     await cli("pause", "c1");
-    expect((await cli("exec", "c1", "true")).stderr).toMatch(/cannot exec in a paused container c1/);
+    expect(await cli("exec", "c1", "true")).toMatchObject({
+      code: 255,
+      stderr: expect.stringMatching(/cannot exec in a paused container c1/),
+    });
     expect((await cli("exec", "--ignore-paused", "c1", "true")).code).toBe(0);
     rt.containers.set("c1", { ...rt.state("c1"), status: "stopped" });
     expect((await cli("exec", "c1", "true")).stderr).toMatch(/cannot exec in a stopped container c1/);

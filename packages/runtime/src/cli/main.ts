@@ -9,7 +9,6 @@ import {
   notImplemented,
 } from "@berth/errdefs";
 import { Command, Option } from "commander";
-import { defaultSpecDocument, openDefaultRuntime } from "./default-runtime.js";
 import { buildExecProcess, type ExecFlags } from "./exec-process.js";
 import { features, OCI_VERSION_MAX } from "./features.js";
 import { formatListTable, ownerOf, stateDocument } from "./format.js";
@@ -33,8 +32,15 @@ export interface MainOptions {
   /** Opens the runtime whose state lives in `root`; default `createRuntime({ root })`. */
   readonly openRuntime?: (root: string) => CliRuntime | Promise<CliRuntime>;
   /** The config.json `spec` writes; default the runtime's `defaultSpec`, equal to `runc spec`'s. */
-  readonly defaultSpec?: (options: { rootless: boolean }) => unknown;
+  readonly defaultSpec?: (options: { rootless: boolean }) => unknown | Promise<unknown>;
 }
+
+// The runtime (and @berth/sys with it) is imported only by the commands that need it, so that
+// `features`, `--help` and `--version` (containerd runs `features` at start-up) stay quick.
+const openDefaultRuntime = async (root: string): Promise<CliRuntime> =>
+  (await import("./default-runtime.js")).openDefaultRuntime(root);
+const defaultSpecDocument = async (options: { rootless: boolean }): Promise<unknown> =>
+  (await import("./default-runtime.js")).defaultSpecDocument(options);
 
 interface GlobalOptions {
   readonly root: string;
@@ -117,7 +123,7 @@ function createFlags(cmd: Command): Command {
 export function buildProgram(
   io: CliIo,
   open: (root: string) => CliRuntime | Promise<CliRuntime>,
-  defaultSpec: (options: { rootless: boolean }) => unknown,
+  defaultSpec: (options: { rootless: boolean }) => unknown | Promise<unknown>,
   setExit: (code: number) => void,
   onUsageError: (message: string) => void = () => undefined,
 ): Command {
@@ -277,10 +283,10 @@ export function buildProgram(
     .description("create a new specification file (config.json) in the bundle directory")
     .option("-b, --bundle <path>", "path to the root of the bundle directory")
     .option("--rootless", "generate a configuration for a rootless container")
-    .action((flags: { bundle?: string; rootless?: boolean }) => {
+    .action(async (flags: { bundle?: string; rootless?: boolean }) => {
       const path = join(resolve(flags.bundle ?? "."), "config.json");
       if (existsSync(path)) throw failedPrecondition(`File config.json exists. Remove it first (${path})`);
-      const spec = defaultSpec({ rootless: flags.rootless === true });
+      const spec = await defaultSpec({ rootless: flags.rootless === true });
       // Tabs, as runc writes it.
       writeFileSync(path, `${JSON.stringify(spec, null, "\t")}\n`, { flag: "wx", mode: 0o666 });
     });
@@ -335,50 +341,60 @@ export function buildProgram(
     .option("--preserve-fds <n>", "pass N additional file descriptors to the container")
     .option("--ignore-paused", "allow exec in a paused container")
     .passThroughOptions()
-    .action(
-      async (
-        id: string,
-        command: string[],
-        flags: ExecFlags & {
-          consoleSocket?: string;
-          detach?: boolean;
-          pidFile?: string;
-          newPrivs?: boolean;
-          preserveFds?: string;
-          ignorePaused?: boolean;
-        },
-      ) => {
-        const r = await rt();
-        const state = await r.state(checkId(id));
-        if (state.status === "stopped") throw failedPrecondition(`cannot exec in a stopped container ${id}`);
-        if (state.status === "paused" && !flags.ignorePaused) {
-          throw failedPrecondition(
-            `cannot exec in a paused container ${id} (use --ignore-paused to override)`,
-          );
-        }
-        // commander records --no-new-privs as newPrivs: false.
-        const processFlags: ExecFlags = {
-          ...flags,
-          ...(flags.newPrivs === false ? { noNewPrivs: true } : {}),
-        };
-        const process = buildExecProcess(processFlags, command, state.bundle);
-        const options: Parameters<CliRuntime["exec"]>[2] = {};
-        if (flags.pidFile !== undefined) options.pidFile = resolve(flags.pidFile);
-        if (flags.consoleSocket !== undefined) options.consoleSocket = resolve(flags.consoleSocket);
-        if (flags.detach) options.detach = true;
-        const preserveFds = parseCount(flags.preserveFds, "--preserve-fds");
-        if (preserveFds !== undefined && preserveFds > 0) options.preserveFds = preserveFds;
-        setExit(await r.exec(id, process, options));
-      },
-    );
+    .action(async (id: string, command: string[], flags: ExecCommandFlags) => {
+      try {
+        setExit(await execIn(await rt(), id, command, flags));
+      } catch (err) {
+        // runc's exec reports its own failures with status 255, so a caller can tell them
+        // from the process's own exit status.
+        throw Object.assign(err instanceof Error ? err : new Error(String(err)), { exitStatus: 255 });
+      }
+    });
 
   return program;
+}
+
+// `exec`'s flags as commander hands them over.
+type ExecCommandFlags = ExecFlags & {
+  consoleSocket?: string;
+  detach?: boolean;
+  pidFile?: string;
+  newPrivs?: boolean;
+  preserveFds?: string;
+  ignorePaused?: boolean;
+};
+
+// Runs `command` (or -p's process) in container `id`; resolves to the process's exit status.
+async function execIn(
+  r: CliRuntime,
+  id: string,
+  command: string[],
+  flags: ExecCommandFlags,
+): Promise<number> {
+  const state = await r.state(checkId(id));
+  if (state.status === "stopped") throw failedPrecondition(`cannot exec in a stopped container ${id}`);
+  if (state.status === "paused" && !flags.ignorePaused) {
+    throw failedPrecondition(`cannot exec in a paused container ${id} (use --ignore-paused to override)`);
+  }
+  // commander records --no-new-privs as newPrivs: false.
+  const processFlags: ExecFlags = {
+    ...flags,
+    ...(flags.newPrivs === false ? { noNewPrivs: true } : {}),
+  };
+  const process = buildExecProcess(processFlags, command, state.bundle);
+  const options: Parameters<CliRuntime["exec"]>[2] = {};
+  if (flags.pidFile !== undefined) options.pidFile = resolve(flags.pidFile);
+  if (flags.consoleSocket !== undefined) options.consoleSocket = resolve(flags.consoleSocket);
+  if (flags.detach) options.detach = true;
+  const preserveFds = parseCount(flags.preserveFds, "--preserve-fds");
+  if (preserveFds !== undefined && preserveFds > 0) options.preserveFds = preserveFds;
+  return await r.exec(id, process, options);
 }
 
 /**
  * Runs `berth-runc` with `argv` (as `process.argv`: node, script, then arguments) and returns the
  * exit status: 0 on success, the container's status for a foreground `run` or `exec`, 1 on any
- * error. Errors are printed like runc prints them: `berth-runc: <message>` on stderr, or JSON log
+ * error (255 when `exec` itself fails, as with runc). Errors are printed like runc prints them: `berth-runc: <message>` on stderr, or JSON log
  * lines (`{"level":"error","msg":…,"time":…}`) with `--log-format json`; with `--log FILE` the line
  * goes to the file and the message also to stderr. Never throws.
  */
@@ -420,6 +436,7 @@ export async function main(argv: readonly string[], options: MainOptions = {}): 
     if (program.opts<GlobalOptions>().debug && err instanceof Error && err.stack) {
       io.stderr.write(`[${errorCode(err)}] ${err.stack}\n`);
     }
-    return 1;
+    const status = (err as { exitStatus?: unknown }).exitStatus;
+    return typeof status === "number" ? status : 1;
   }
 }

@@ -102,11 +102,10 @@ export class BpfAssembler {
       });
       let grew = false;
       items.forEach((item, i) => {
-        if (item.kind === "ja") {
-          if (at(item.target) <= itemPos[i]!) throw internal("seccomp: backward BPF jump");
-        }
+        const pos = itemPos[i] ?? 0;
+        if (item.kind === "ja" && at(item.target) <= pos) throw internal("seccomp: backward BPF jump");
         if (item.kind !== "cond") return;
-        const from = itemPos[i]! + 1;
+        const from = pos + 1;
         for (const [target, far] of [
           [item.jt, farT],
           [item.jf, farF],
@@ -137,32 +136,24 @@ export class BpfAssembler {
       view.setUint32(pc * 8 + 4, k >>> 0, true);
       pc++;
     };
-    items.forEach((item, i) => {
-      switch (item.kind) {
-        case "label":
-          return;
-        case "ld":
-          return emit(BpfOp.LD_W_ABS, 0, 0, item.k);
-        case "and":
-          return emit(BpfOp.ALU_AND_K, 0, 0, item.k);
-        case "ret":
-          return emit(BpfOp.RET_K, 0, 0, item.k);
-        case "ja":
-          return emit(BpfOp.JA, 0, 0, at(item.target) - pc - 1);
-        case "cond": {
-          const base = pc;
-          const tT = farT.has(i);
-          const tF = farF.has(i);
-          // Trampolines follow the jump: first the true one, then the false one.
-          const jt = tT ? 0 : at(item.jt) - base - 1;
-          const jf = tF ? (tT ? 1 : 0) : at(item.jf) - base - 1;
-          emit(condCode[item.op], jt, jf, item.k);
-          if (tT) emit(BpfOp.JA, 0, 0, at(item.jt) - pc - 1);
-          if (tF) emit(BpfOp.JA, 0, 0, at(item.jf) - pc - 1);
-          return;
-        }
+    for (const [i, item] of items.entries()) {
+      if (item.kind === "label") continue;
+      if (item.kind === "ld") emit(BpfOp.LD_W_ABS, 0, 0, item.k);
+      else if (item.kind === "and") emit(BpfOp.ALU_AND_K, 0, 0, item.k);
+      else if (item.kind === "ret") emit(BpfOp.RET_K, 0, 0, item.k);
+      else if (item.kind === "ja") emit(BpfOp.JA, 0, 0, at(item.target) - pc - 1);
+      else {
+        const base = pc;
+        const tT = farT.has(i);
+        const tF = farF.has(i);
+        // Trampolines follow the jump: first the true one, then the false one.
+        const jt = tT ? 0 : at(item.jt) - base - 1;
+        const jf = tF ? (tT ? 1 : 0) : at(item.jf) - base - 1;
+        emit(condCode[item.op], jt, jf, item.k);
+        if (tT) emit(BpfOp.JA, 0, 0, at(item.jt) - pc - 1);
+        if (tF) emit(BpfOp.JA, 0, 0, at(item.jf) - pc - 1);
       }
-    });
+    }
     if (pc !== length) throw internal(`seccomp: BPF layout mismatch (${pc} != ${length})`);
     return out;
   }

@@ -1,5 +1,5 @@
 import { endianness } from "node:os";
-import { invalidArgument, notImplemented } from "@berth/errdefs";
+import { internal, invalidArgument, notImplemented } from "@berth/errdefs";
 import type { LinuxSeccomp, LinuxSyscall } from "../spec.js";
 import { BpfAssembler, type Label } from "./assembler.js";
 import { AuditArch, SeccompData, SeccompFlag, SeccompRet, X32_SYSCALL_BIT } from "./constants.js";
@@ -337,7 +337,7 @@ function emitProgram(
     b.load(SeccompData.NR);
     if (arch === "x86_64") {
       const x32 = codes.get("x32");
-      const main = codes.get("x86_64")!;
+      const main = codeOf(codes, "x86_64");
       const filter = b.label();
       if (stub) {
         // runc's stub tells the ABIs apart by bit 30 (jset); libseccomp's filter below by
@@ -363,7 +363,7 @@ function emitProgram(
         emitDispatch(b, sorted(x32), defaultAction, 64);
       }
     } else {
-      const code = codes.get(arch)!;
+      const code = codeOf(codes, arch);
       if (stub && code.maxNr > 0) {
         const filter = b.label();
         b.branch("jgt", code.maxNr, enosys, filter);
@@ -381,6 +381,12 @@ function emitProgram(
 }
 
 type Target = { readonly nr: number; readonly rules: readonly Rule[] };
+
+function codeOf(codes: ReadonlyMap<SeccompArch, ArchCode>, arch: SeccompArch): ArchCode {
+  const code = codes.get(arch);
+  if (code === undefined) throw internal(`seccomp: no rules collected for ${arch}`);
+  return code;
+}
 
 function sorted(code: ArchCode): Target[] {
   return [...code.rules].map(([nr, rules]) => ({ nr, rules })).sort((x, y) => x.nr - y.nr);
@@ -428,9 +434,11 @@ function emitDispatch(
     return;
   }
   const mid = targets.length >> 1;
+  const pivot = targets[mid];
+  if (pivot === undefined) throw internal("seccomp: empty dispatch range");
   const left = b.label();
   const right = b.label();
-  b.branch("jge", targets[mid]!.nr, right, left);
+  b.branch("jge", pivot.nr, right, left);
   b.place(left);
   emitDispatch(b, targets.slice(0, mid), defaultAction, bits);
   b.place(right);
@@ -488,17 +496,23 @@ function emitCondition(b: BpfAssembler, c: Condition, t: Label, f: Label, bits: 
 
   switch (c.op) {
     case "SCMP_CMP_EQ":
-      return eq(t, f);
+      eq(t, f);
+      return;
     case "SCMP_CMP_NE":
-      return eq(f, t);
+      eq(f, t);
+      return;
     case "SCMP_CMP_GT":
-      return greater("jgt", t, f);
+      greater("jgt", t, f);
+      return;
     case "SCMP_CMP_GE":
-      return greater("jge", t, f);
+      greater("jge", t, f);
+      return;
     case "SCMP_CMP_LT":
-      return greater("jge", f, t);
+      greater("jge", f, t);
+      return;
     case "SCMP_CMP_LE":
-      return greater("jgt", f, t);
+      greater("jgt", f, t);
+      return;
     case "SCMP_CMP_MASKED_EQ": {
       const [dHi, dLo] = split(c.valueTwo);
       if (wide) {
