@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the demo: a loopback registry holding a busybox image, then berth pulls and lists it.
+// Runs the demo: a loopback registry holding a busybox image; berth pulls, lists and runs it.
 // The registry is stopped (by its pid, through its handle) whatever happens.
 import { spawnSync } from "node:child_process";
 import { buildFixtureImages, pushFixtures, startRegistry } from "@berth/testing";
@@ -17,6 +17,15 @@ try {
   console.log(`registry on ${registry.url} serves ${refs.single}`);
   berth("images", "pull", "--plain-http", refs.single);
   berth("images", "ls");
+  berth(
+    "run",
+    "--rm",
+    refs.single,
+    `demo-${process.pid}`,
+    "sh",
+    "-c",
+    'echo "hello from container $(hostname), running as PID $$"; id; cat /proc/1/cgroup | head -3',
+  );
 } finally {
   await registry.stop();
 }

@@ -68,7 +68,10 @@ function unpackPrinter(stream: NodeJS.WritableStream): (event: UnpackEvent) => v
 }
 
 /** Builds the `berth` command tree. Exported for tests, which run commands in-process. */
-export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream }): Command {
+export function buildProgram(
+  io: { stdout: NodeJS.WriteStream; stderr: NodeJS.WriteStream },
+  status: { exitCode: number } = { exitCode: 0 },
+): Command {
   const program = new Command("berth")
     .description("berth: a containerd-class container system — ctr-style command line")
     .addOption(
@@ -95,6 +98,7 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
       writeErr: (s) => io.stderr.write(s),
     })
     .exitOverride()
+    .enablePositionalOptions()
     .showHelpAfterError();
 
   let client: Client | undefined;
@@ -364,6 +368,36 @@ export function buildProgram(io: { stdout: NodeJS.WriteStream; stderr: NodeJS.Wr
   addSnapshotCommands(program, open, out);
 
   program
+    .command("run")
+    .description("run a container from a pulled image and wait for it (embedded mode; like ctr run)")
+    // Everything after the container id belongs to the container's command, dashes included.
+    .passThroughOptions()
+    .argument("<image>")
+    .argument("<id>", "container id")
+    .argument("[args...]", "command and arguments (default: the image's Entrypoint and Cmd)")
+    .option("--rm", "remove the container's snapshot when it exits")
+    .option("--snapshotter <name>", "snapshotter to use", "overlayfs")
+    .option("--env <KEY=VALUE...>", "extra environment variables")
+    .option("--read-only", "mount the root filesystem read-only")
+    .action(
+      async (
+        image: string,
+        id: string,
+        args: string[],
+        opts: { rm?: boolean; snapshotter: string; env?: string[]; readOnly?: boolean },
+      ) => {
+        const c = await open();
+        status.exitCode = await c.run(image, id, {
+          snapshotter: opts.snapshotter,
+          rm: Boolean(opts.rm),
+          ...(args.length > 0 ? { args } : {}),
+          ...(opts.env === undefined ? {} : { env: opts.env }),
+          ...(opts.readOnly ? { readOnly: true } : {}),
+        });
+      },
+    );
+
+  program
     .command("commit")
     .description("commit the changes of an active snapshot (a container's root filesystem) as a new image")
     .argument("<key>", "active snapshot key (for `images mount --rw`, the mount target)")
@@ -465,10 +499,11 @@ export async function main(
     stderr: process.stderr,
   },
 ): Promise<number> {
-  const program = buildProgram(io);
+  const status = { exitCode: 0 };
+  const program = buildProgram(io, status);
   try {
     await program.parseAsync([...argv]);
-    return 0;
+    return status.exitCode;
   } catch (err) {
     const commanderCode = (err as { code?: unknown }).code;
     if (typeof commanderCode === "string" && commanderCode.startsWith("commander.")) {

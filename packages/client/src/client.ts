@@ -1,4 +1,4 @@
-import { mkdirSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { type ContentStore, createLocalContentStore, type Descriptor, Labels } from "@berth/content";
@@ -46,12 +46,14 @@ import {
   pushImage,
   type Resolver,
 } from "@berth/remotes";
+import { checkContainerId, createRuntime } from "@berth/runtime";
 import { namespacedSnapshotter, type Snapshotter } from "@berth/snapshots";
 import { createNativeSnapshotter } from "@berth/snapshotter-native";
 import { createOverlaySnapshotter } from "@berth/snapshotter-overlay";
 import { mountAll, unmountRecursive } from "@berth/sys";
 import { Agent } from "undici";
 import { type CommitSnapshotOptions, type CommitSnapshotResult, commitSnapshot } from "./commit.js";
+import { specFromImage } from "./oci-spec.js";
 import { choosePlatforms } from "./platforms.js";
 import { type UnpackEvent, type UnpackResult, unpackImage, unpackLayers } from "./unpack.js";
 
@@ -116,6 +118,19 @@ export interface PullCallOptions extends RegistryCallOptions {
    * soon as its blob is in the store, while later layers still download.
    */
   readonly unpack?: UnpackCallOptions;
+}
+
+/** Options of {@link Client.run}. */
+export interface RunCallOptions {
+  /** Arguments replacing the image's Cmd. */
+  readonly args?: readonly string[];
+  /** Extra `KEY=value` environment entries. */
+  readonly env?: readonly string[];
+  /** Remove the container's snapshot when it exits. */
+  readonly rm?: boolean;
+  readonly snapshotter?: string;
+  /** Mount the root filesystem read-only. */
+  readonly readOnly?: boolean;
 }
 
 /** Options of {@link Client.push}. */
@@ -226,6 +241,14 @@ export interface Client {
    * image it was made from (the `io.berth.image` label `mountImage` sets) or `options.base`.
    */
   commit(key: string, name: string, options?: CommitCallOptions): Promise<ImageRecord>;
+  /**
+   * Runs a container from an image in this process's runtime (`berth-runc` semantics), the
+   * embedded form of `ctr run --rm`: unpacks the image, prepares an active snapshot keyed `id`,
+   * mounts it as the bundle's rootfs, writes a spec from the image config, runs the container with
+   * this process's stdio, and returns its exit code. The snapshot is removed afterwards with
+   * `rm`, kept (for `berth commit`) otherwise.
+   */
+  run(name: string, id: string, options?: RunCallOptions): Promise<number>;
   /** Runs garbage collection over the whole root (every namespace). */
   garbageCollect(): Promise<GcResult>;
   /** Releases the database connection. */
@@ -249,7 +272,7 @@ export async function createClient(options: ClientOptions = {}): Promise<Client>
   mkdirSync(root, { recursive: true, mode: 0o700 });
   const backing = await createLocalContentStore(join(root, "content"));
   const meta = openMetadata(join(root, "metadata.db"), { contentStore: backing });
-  return new EmbeddedClient(namespace, meta, backing, root);
+  return new EmbeddedClient(namespace, meta, backing, root, options.state ?? "/run/berth");
 }
 
 class EmbeddedClient implements Client {
@@ -263,6 +286,7 @@ class EmbeddedClient implements Client {
     private readonly meta: Metadata,
     private readonly backing: ContentStore,
     private readonly root: string,
+    private readonly state: string,
   ) {
     this.content = namespacedContentStore(meta, backing, namespace);
     this.images = meta.images(namespace);
@@ -670,6 +694,44 @@ class EmbeddedClient implements Client {
       );
       return this.upsert(target, result.manifest);
     });
+  }
+
+  async run(name: string, id: string, options: RunCallOptions = {}): Promise<number> {
+    checkContainerId(id);
+    const image = await this.getImage(name);
+    const snapshotterName = options.snapshotter ?? SnapshotterName.Overlay;
+    const unpacked = await this.unpack(image.name, { snapshotter: snapshotterName });
+    const snapshots = await this.snapshotter(snapshotterName);
+    const mounts = await snapshots.prepare(id, unpacked.chainId, {
+      labels: { [ImageLabel]: image.name, [Labels.GcRoot]: new Date().toISOString() },
+    });
+    const bundle = join(this.state, this.namespace, id);
+    const rootfs = join(bundle, "rootfs");
+    let exitCode: number;
+    try {
+      mkdirSync(rootfs, { recursive: true, mode: 0o700 });
+      mountAll(mounts, rootfs);
+      try {
+        const config = (await resolveImage(this.content, image.target, choosePlatforms({}).any)).config;
+        const spec = specFromImage(config, {
+          rootfs: "rootfs",
+          hostname: id,
+          ...(options.args === undefined ? {} : { args: options.args }),
+          ...(options.env === undefined ? {} : { env: options.env }),
+          ...(options.readOnly ? { readOnly: true } : {}),
+        });
+        // The user lookup reads the rootfs, so resolve it against the mounted path.
+        writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2), { mode: 0o600 });
+        const runtime = createRuntime({ root: join(this.state, "runtime", this.namespace) });
+        exitCode = await runtime.run(id, bundle, {});
+      } finally {
+        unmountRecursive(rootfs, { detach: true });
+      }
+    } finally {
+      rmSync(bundle, { recursive: true, force: true });
+      if (options.rm) await snapshots.remove(id).catch(() => undefined);
+    }
+    return exitCode;
   }
 
   async garbageCollect(): Promise<GcResult> {

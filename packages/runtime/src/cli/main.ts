@@ -138,7 +138,7 @@ export function buildProgram(
     )
     .option("--log <path>", "set the log file to write berth-runc logs to (default is stderr)")
     .addOption(
-      new Option("--log-format <format>", "set the log format ('text' (default), or 'json')").default("text"),
+      new Option("--log-format <format>", "set the log format: 'text' or 'json'").default("text"),
     )
     .option("--debug", "enable debug logging")
     .option("--systemd-cgroup", "not supported: berth-runc manages cgroups through cgroupfs only")

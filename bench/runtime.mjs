@@ -1,0 +1,239 @@
+#!/usr/bin/env node
+// Benchmark (not a test): `berth-runc run` of a busybox `true` bundle against `runc run` of the
+// same bundle, in the same run, N iterations alternating which goes first, medians and the ratio
+// berth/runc against the Runtime issue's target (at most 0.5x). See bench/README.md.
+//
+// Also measured, to explain the number: `node -e 0` (the floor under any Node CLI) and `lib`, the
+// runtime used in-process (`createRuntime({ root }).run(...)` in this process), the way the shim
+// runs containers.
+//
+// Usage: node bench/runtime.mjs [--runs N] [--warmup N]
+// Needs root, runc, /bin/busybox and a built berth-runc (`npm run build`).
+import { execFileSync, spawn } from "node:child_process";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+
+const { values: opts } = parseArgs({
+  options: {
+    runs: { type: "string", default: "20" },
+    warmup: { type: "string", default: "3" },
+  },
+});
+const runs = Number(opts.runs);
+const warmup = Number(opts.warmup);
+const TARGET = 0.5;
+
+const repo = new URL("..", import.meta.url).pathname;
+const berthBin = join(repo, "packages/runtime/bin/berth-runc.js");
+if (process.getuid?.() !== 0) {
+  console.error("runtime bench: needs root (containers, cgroups)");
+  process.exit(1);
+}
+if (!existsSync(join(repo, "packages/runtime/dist/cli/main.js"))) {
+  console.error("runtime bench: berth-runc is not built; run `npm run build` first");
+  process.exit(1);
+}
+
+// --- cleanup: runs on success, failure and Ctrl-C ------------------------------------------
+const cleanups = [];
+let cleaned = false;
+function cleanup() {
+  if (cleaned) return;
+  cleaned = true;
+  for (const fn of cleanups.reverse()) {
+    try {
+      fn();
+    } catch (err) {
+      console.error(`cleanup: ${err?.message ?? err}`);
+    }
+  }
+}
+for (const signal of ["SIGINT", "SIGTERM"]) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: cleaning up`);
+    cleanup();
+    process.exit(130);
+  });
+}
+
+const work = mkdtempSync(join(tmpdir(), "berth-bench-runtime-"));
+cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+const cgroupParent = `/berth-bench-runtime-${process.pid}`;
+cleanups.push(() => {
+  // Both runtimes remove the container's cgroup on delete; the parent is ours to remove.
+  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
+    const [left = "", right = ""] = line.split(" - ");
+    const fstype = right.split(" ")[0];
+    const point = left.split(" ")[4];
+    if ((fstype === "cgroup" || fstype === "cgroup2") && point?.startsWith("/sys/fs/cgroup")) {
+      for (const dir of [join(point, cgroupParent, "bench"), join(point, cgroupParent)]) {
+        if (existsSync(dir)) rmdirSync(dir);
+      }
+    }
+  }
+});
+
+// --- the bundle: busybox `true`, config from `runc spec` ------------------------------------
+const bundle = join(work, "bundle");
+mkdirSync(join(bundle, "rootfs", "bin"), { recursive: true });
+for (const d of ["proc", "sys", "dev", "tmp"]) mkdirSync(join(bundle, "rootfs", d));
+copyFileSync("/bin/busybox", join(bundle, "rootfs", "bin", "busybox"));
+symlinkSync("busybox", join(bundle, "rootfs", "bin", "true"));
+symlinkSync("busybox", join(bundle, "rootfs", "bin", "sh"));
+execFileSync("runc", ["spec", "-b", bundle]);
+const config = JSON.parse(readFileSync(join(bundle, "config.json"), "utf8"));
+config.process.terminal = false;
+config.process.args = ["true"];
+config.linux.cgroupsPath = `${cgroupParent}/bench`;
+writeFileSync(join(bundle, "config.json"), JSON.stringify(config, null, 2));
+
+const roots = { runc: join(work, "root-runc"), berth: join(work, "root-berth"), lib: join(work, "root-lib") };
+const commands = {
+  runc: ["runc", ["--root", roots.runc, "run", "-b", bundle, "bench"]],
+  berth: [process.execPath, [berthBin, "--root", roots.berth, "run", "-b", bundle, "bench"]],
+  // The floor under berth-runc's number: starting Node itself with nothing to do.
+  node: [process.execPath, ["-e", "0"]],
+};
+for (const [name, root] of Object.entries(roots)) {
+  cleanups.push(() => {
+    // A run that was interrupted may leave its container; force-delete it by id.
+    const [cmd, args] = name === "runc" ? ["runc", []] : [process.execPath, [berthBin]];
+    if (name === "lib") return; // Deleted in-process by run(), or by the berth-runc delete below.
+    if (existsSync(join(root, "bench"))) {
+      try {
+        execFileSync(cmd, [...args, "--root", root, "delete", "-f", "bench"], { stdio: "ignore" });
+      } catch {
+        // Nothing to delete.
+      }
+    }
+  });
+}
+
+const { createRuntime } = await import(join(repo, "packages/runtime/dist/index.js"));
+const lib = createRuntime({ root: roots.lib });
+cleanups.push(() => {
+  if (existsSync(join(roots.lib, "bench"))) {
+    try {
+      execFileSync(process.execPath, [berthBin, "--root", roots.lib, "delete", "-f", "bench"], {
+        stdio: "ignore",
+      });
+    } catch {
+      // Nothing to delete.
+    }
+  }
+});
+
+/** One in-process run of the bundle; resolves with the wall time in ms. */
+async function onceLib() {
+  const start = performance.now();
+  const code = await lib.run("bench", bundle, { stdio: ["inherit", "inherit", "inherit"] });
+  const ms = performance.now() - start;
+  if (code !== 0) throw new Error(`lib: run exited with status ${code}`);
+  return ms;
+}
+
+/** Runs one command to its exit; resolves with the wall time in ms; rejects on a non-zero exit. */
+function once(name) {
+  if (name === "lib") return onceLib();
+  const [cmd, args] = commands[name];
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const child = spawn(cmd, args, { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr = (stderr + d).slice(-2000);
+    });
+    child.once("error", reject);
+    child.once("exit", (code, signal) => {
+      const ms = performance.now() - start;
+      if (code === 0) resolve(ms);
+      else
+        reject(
+          new Error(`${name}: ${cmd} ${args.join(" ")} failed (${signal ?? `status ${code}`}): ${stderr}`),
+        );
+    });
+  });
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const pct = (xs, p) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
+const f = (ms) => ms.toFixed(1).padStart(7);
+
+try {
+  console.log(
+    `runtime bench: busybox \`true\` bundle, ${runs} runs each (+${warmup} warm-up), alternating order`,
+  );
+  console.log(
+    `load average before: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+  );
+  console.log(
+    `runc: ${execFileSync("runc", ["--version"], { encoding: "utf8" }).split("\n")[0]}; node ${process.version}`,
+  );
+  for (let i = 0; i < warmup; i++) {
+    await once("runc");
+    await once("berth");
+    await once("node");
+    await once("lib");
+  }
+  const times = { runc: [], berth: [], node: [], lib: [] };
+  for (let i = 0; i < runs; i++) {
+    const order = i % 2 === 0 ? ["runc", "berth", "node", "lib"] : ["berth", "runc", "lib", "node"];
+    for (const name of order) times[name].push(await once(name));
+  }
+  console.log("");
+  console.log("                      median     min     p90     max   (ms, wall, spawn to exit)");
+  const label = {
+    runc: "runc run",
+    berth: "berth-runc run",
+    node: "node -e 0 (floor)",
+    lib: "lib run (in-process)",
+  };
+  for (const name of ["runc", "berth", "node", "lib"]) {
+    const xs = times[name];
+    console.log(
+      `${label[name].padEnd(20)}${f(median(xs))} ${f(Math.min(...xs))} ${f(pct(xs, 90))} ${f(Math.max(...xs))}`,
+    );
+  }
+  const ratio = median(times.berth) / median(times.runc);
+  const libRatio = median(times.lib) / median(times.runc);
+  const floor = median(times.node) / median(times.runc);
+  console.log("");
+  console.log(
+    `ratio berth-runc/runc (medians): ${ratio.toFixed(2)}x — target ≤ ${TARGET}x: ${ratio <= TARGET ? "MET" : "NOT MET"}`,
+  );
+  console.log(
+    `  (node -e 0 alone is ${floor.toFixed(2)}x runc: the floor under any command written in Node)`,
+  );
+  console.log(
+    `ratio lib/runc (medians, in-process as the shim runs it): ${libRatio.toFixed(2)}x — ${libRatio <= TARGET ? "within" : "over"} ${TARGET}x`,
+  );
+  console.log(
+    `load average after: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+  );
+} catch (err) {
+  console.error(`runtime bench failed: ${err?.message ?? err}`);
+  process.exitCode = 1;
+} finally {
+  cleanup();
+}
