@@ -137,9 +137,7 @@ export function buildProgram(
       DEFAULT_ROOT,
     )
     .option("--log <path>", "set the log file to write berth-runc logs to (default is stderr)")
-    .addOption(
-      new Option("--log-format <format>", "set the log format: 'text' or 'json'").default("text"),
-    )
+    .addOption(new Option("--log-format <format>", "set the log format: 'text' or 'json'").default("text"))
     .option("--debug", "enable debug logging")
     .option("--systemd-cgroup", "not supported: berth-runc manages cgroups through cgroupfs only")
     .enablePositionalOptions()
