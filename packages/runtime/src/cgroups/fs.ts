@@ -63,12 +63,20 @@ export function readKeyedFile(dir: string, file: string): Map<string, number> {
   return result;
 }
 
-/** @internal `mkdir -p`, reporting failures as SystemError. */
+/**
+ * @internal `mkdir -p`, reporting failures as SystemError. Retried once on ENOENT: a concurrent
+ * destroy may remove an empty shared parent (the default `/berth`) between the creation of the
+ * parent and of the child.
+ */
 export function mkdirCgroup(path: string): void {
-  try {
-    mkdirSync(path, { recursive: true, mode: 0o755 });
-  } catch (err) {
-    throw toSystemError(err, "mkdir", path);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      mkdirSync(path, { recursive: true, mode: 0o755 });
+      return;
+    } catch (err) {
+      if (attempt < 2 && (err as { code?: string }).code === "ENOENT") continue;
+      throw toSystemError(err, "mkdir", path);
+    }
   }
 }
 

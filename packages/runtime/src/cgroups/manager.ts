@@ -508,11 +508,32 @@ class FsManager implements CgroupManager {
         }
       }
       remaining = busy;
-      if (remaining.length === 0) return;
+      if (remaining.length === 0) {
+        this.#removeDefaultParents();
+        return;
+      }
       await sleep(delay);
       delay *= 2;
     }
     throw unavailable(`cgroups still busy (tasks left?): ${remaining.join(", ")}`, { cause: lastError });
+  }
+
+  /**
+   * Removes the default parent (`/berth`) once no container uses it, so a host where every
+   * container was deleted is left as it was. A parent with other children stays (rmdir fails
+   * with EBUSY or ENOTEMPTY, which is ignored); a parent named by a spec's cgroupsPath is never
+   * touched, like runc.
+   */
+  #removeDefaultParents(): void {
+    for (const dir of this.dirs()) {
+      const parent = dirname(dir);
+      if (!parent.endsWith(DEFAULT_CGROUP_PARENT)) continue;
+      try {
+        rmdirSync(parent);
+      } catch {
+        // In use by another container, or already gone.
+      }
+    }
   }
 
   exists(): boolean {
