@@ -290,6 +290,35 @@ describe.runIf(requiresRoot("runc comparison (containers)") && requiresCommand("
       expect(o.stderr).toContain("/nonexistent");
       for (const rt of [runc, berth]) expect((await rt.cli("list", "-q")).stdout).toBe("");
     });
+    it("a memory hog is OOM-killed under a small memory limit, under both runtimes", async () => {
+      // Doubling a shell variable allocates until the 32 MiB limit is hit; the kernel's OOM
+      // killer then sends SIGKILL, so the run ends with 128 + 9.
+      const [r, o] = await both(sh("x=0123456789abcdef; while :; do x=$x$x; done"), (c) => {
+        c.linux.resources = {
+          ...(c.linux.resources ?? {}),
+          memory: { limit: 32 * 1024 * 1024, swap: 32 * 1024 * 1024 },
+        };
+      });
+      expect(r.code).toBe(137);
+      expect(o.code).toBe(137);
+    });
+
+    it("a fork bomb stops at pids.max, under both runtimes", async () => {
+      // A subshell forks 40 background sleeps against a limit of 16 tasks; forks past the limit
+      // fail and end the subshell. The outer shell then reads the pids controller with builtins
+      // only (no fork): the count stays under the limit and pids.events records the refusals.
+      const script =
+        "(for i in $(seq 40); do sleep 3 & done) 2>/dev/null; read n < /sys/fs/cgroup/pids/pids.current; read e < /sys/fs/cgroup/pids/pids.events; echo current=$n $e";
+      const [r, o] = await both(sh(script), (c) => {
+        c.linux.resources = { ...(c.linux.resources ?? {}), pids: { limit: 16 } };
+      });
+      for (const out of [r, o]) {
+        const m = /current=(\d+) max (\d+)/.exec(out.stdout);
+        expect(m, out.stdout + out.stderr).not.toBeNull();
+        expect(Number(m?.[1])).toBeLessThanOrEqual(16);
+        expect(Number(m?.[2])).toBeGreaterThan(0);
+      }
+    });
   },
 );
 
