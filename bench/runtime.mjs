@@ -5,7 +5,10 @@
 //
 // Also measured, to explain the number: `node -e 0` (the floor under any Node CLI) and `lib`, the
 // runtime used in-process (`createRuntime({ root }).run(...)` in this process), the way the shim
-// runs containers.
+// runs containers, and `pool`, the same with a warm pool of pre-spawned inits
+// (`createRuntime({ root, pool: { size: 2 } })`). Before every measurement the bench waits until
+// the pool's inits are idle (blocked reading their control socket), so a refill never runs
+// during another measurement: the pool number is the start of a container from a warm pool.
 //
 // Usage: node bench/runtime.mjs [--runs N] [--warmup N]
 // Needs root, runc, /bin/busybox and a built berth-runc (`npm run build`).
@@ -15,6 +18,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   rmdirSync,
   rmSync,
@@ -99,7 +103,12 @@ config.process.args = ["true"];
 config.linux.cgroupsPath = `${cgroupParent}/bench`;
 writeFileSync(join(bundle, "config.json"), JSON.stringify(config, null, 2));
 
-const roots = { runc: join(work, "root-runc"), berth: join(work, "root-berth"), lib: join(work, "root-lib") };
+const roots = {
+  runc: join(work, "root-runc"),
+  berth: join(work, "root-berth"),
+  lib: join(work, "root-lib"),
+  pool: join(work, "root-pool"),
+};
 const commands = {
   runc: ["runc", ["--root", roots.runc, "run", "-b", bundle, "bench"]],
   berth: [process.execPath, [berthBin, "--root", roots.berth, "run", "-b", bundle, "bench"]],
@@ -110,7 +119,7 @@ for (const [name, root] of Object.entries(roots)) {
   cleanups.push(() => {
     // A run that was interrupted may leave its container; force-delete it by id.
     const [cmd, args] = name === "runc" ? ["runc", []] : [process.execPath, [berthBin]];
-    if (name === "lib") return; // Deleted in-process by run(), or by the berth-runc delete below.
+    if (name === "lib" || name === "pool") return; // Deleted in-process by run(), or below.
     if (existsSync(join(root, "bench"))) {
       try {
         execFileSync(cmd, [...args, "--root", root, "delete", "-f", "bench"], { stdio: "ignore" });
@@ -123,30 +132,77 @@ for (const [name, root] of Object.entries(roots)) {
 
 const { createRuntime } = await import(join(repo, "packages/runtime/dist/index.js"));
 const lib = createRuntime({ root: roots.lib });
+const POOL_SIZE = 2;
+const pooled = createRuntime({ root: roots.pool, pool: { size: POOL_SIZE } });
+for (const root of [roots.lib, roots.pool]) {
+  cleanups.push(() => {
+    if (existsSync(join(root, "bench"))) {
+      try {
+        execFileSync(process.execPath, [berthBin, "--root", root, "delete", "-f", "bench"], {
+          stdio: "ignore",
+        });
+      } catch {
+        // Nothing to delete.
+      }
+    }
+  });
+}
+// Kills the idle pooled inits by pid (they would also exit on their own when this process does).
+let poolClosed = false;
 cleanups.push(() => {
-  if (existsSync(join(roots.lib, "bench"))) {
+  if (poolClosed) return;
+  for (const pid of poolInits().map((p) => p.pid)) {
     try {
-      execFileSync(process.execPath, [berthBin, "--root", roots.lib, "delete", "-f", "bench"], {
-        stdio: "ignore",
-      });
+      process.kill(pid, "SIGKILL");
     } catch {
-      // Nothing to delete.
+      // Gone.
     }
   }
 });
 
+/** This process's children running berth's init, and whether each is idle (blocked on its socket). */
+function poolInits() {
+  const out = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const [state, ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(ppid) !== process.pid || state === "Z") continue;
+      if (!readFileSync(`/proc/${name}/cmdline`, "utf8").includes("/init.js")) continue;
+      const wchan = readFileSync(`/proc/${name}/wchan`, "utf8");
+      out.push({ pid: Number(name), idle: wchan.startsWith("unix_stream") });
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  return out;
+}
+
+/** Waits until the pool is full and its inits idle, so no refill overlaps a measurement. */
+async function quiesce() {
+  for (let i = 0; i < 1000; i++) {
+    const inits = poolInits();
+    if (inits.length === POOL_SIZE && inits.every((p) => p.idle)) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error("pool: the init pool did not refill within 5 s");
+}
+
 /** One in-process run of the bundle; resolves with the wall time in ms. */
-async function onceLib() {
+async function onceLib(rt, name) {
   const start = performance.now();
-  const code = await lib.run("bench", bundle, { stdio: ["inherit", "inherit", "inherit"] });
+  const code = await rt.run("bench", bundle, { stdio: ["inherit", "inherit", "inherit"] });
   const ms = performance.now() - start;
-  if (code !== 0) throw new Error(`lib: run exited with status ${code}`);
+  if (code !== 0) throw new Error(`${name}: run exited with status ${code}`);
   return ms;
 }
 
 /** Runs one command to its exit; resolves with the wall time in ms; rejects on a non-zero exit. */
-function once(name) {
-  if (name === "lib") return onceLib();
+async function once(name) {
+  await quiesce();
+  if (name === "lib") return onceLib(lib, name);
+  if (name === "pool") return onceLib(pooled, name);
   const [cmd, args] = commands[name];
   return new Promise((resolve, reject) => {
     const start = performance.now();
@@ -193,10 +249,12 @@ try {
     await once("berth");
     await once("node");
     await once("lib");
+    await once("pool");
   }
-  const times = { runc: [], berth: [], node: [], lib: [] };
+  const times = { runc: [], berth: [], node: [], lib: [], pool: [] };
   for (let i = 0; i < runs; i++) {
-    const order = i % 2 === 0 ? ["runc", "berth", "node", "lib"] : ["berth", "runc", "lib", "node"];
+    const order =
+      i % 2 === 0 ? ["runc", "pool", "berth", "node", "lib"] : ["pool", "runc", "berth", "lib", "node"];
     for (const name of order) times[name].push(await once(name));
   }
   console.log("");
@@ -206,8 +264,9 @@ try {
     berth: "berth-runc run",
     node: "node -e 0 (floor)",
     lib: "lib run (in-process)",
+    pool: `lib run + pool (${POOL_SIZE})`,
   };
-  for (const name of ["runc", "berth", "node", "lib"]) {
+  for (const name of ["runc", "berth", "node", "lib", "pool"]) {
     const xs = times[name];
     console.log(
       `${label[name].padEnd(20)}${f(median(xs))} ${f(Math.min(...xs))} ${f(pct(xs, 90))} ${f(Math.max(...xs))}`,
@@ -215,6 +274,7 @@ try {
   }
   const ratio = median(times.berth) / median(times.runc);
   const libRatio = median(times.lib) / median(times.runc);
+  const poolRatio = median(times.pool) / median(times.runc);
   const floor = median(times.node) / median(times.runc);
   console.log("");
   console.log(
@@ -227,6 +287,9 @@ try {
     `ratio lib/runc (medians, in-process as the shim runs it): ${libRatio.toFixed(2)}x — ${libRatio <= TARGET ? "within" : "over"} ${TARGET}x`,
   );
   console.log(
+    `ratio pool/runc (medians, in-process from a warm pool of ${POOL_SIZE}): ${poolRatio.toFixed(2)}x — target ≤ ${TARGET}x: ${poolRatio <= TARGET ? "MET" : "NOT MET"}`,
+  );
+  console.log(
     `load average after: ${loadavg()
       .map((l) => l.toFixed(2))
       .join(" ")}`,
@@ -235,5 +298,7 @@ try {
   console.error(`runtime bench failed: ${err?.message ?? err}`);
   process.exitCode = 1;
 } finally {
+  await pooled.close().catch((err) => console.error(`pool close: ${err?.message ?? err}`));
+  poolClosed = true;
   cleanup();
 }

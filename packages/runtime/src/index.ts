@@ -4,6 +4,7 @@
  * @packageDocumentation
  */
 
+export type { PoolOptions } from "./pool.js";
 // --- container core (RB) ---
 export type { CreateOptions, ExecOptions, Runtime, RuntimeOptions, StdioSpec } from "./runtime.js";
 export { createRuntime } from "./runtime.js";
@@ -87,3 +88,8 @@ export type {
 } from "./cli/runtime-api.js";
 export { checkStateSchema, OCI_STATE_STATUSES } from "./cli/state-schema.js";
 // --- end berth-runc CLI ---
+
+// --- console (receiving end of --console-socket) ---
+
+export type { ConsoleSocket } from "./console.js";
+export { listenConsoleSocket } from "./console.js";

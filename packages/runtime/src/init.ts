@@ -16,6 +16,8 @@ import {
   dup2,
   getpid,
   joinNamespace,
+  MountFlag,
+  mount,
   type NamespaceType,
   namespaceFlag,
   openpty,
@@ -29,6 +31,7 @@ import {
   umask,
   unshare,
 } from "@berth/sys";
+import { HookKind, initHookState, runHooksSync } from "./hooks.js";
 import { compileSeccompFor, execProcess, prepareProcess } from "./process-setup.js";
 import { type InitConfig, SyncLineReader, sendSync } from "./protocol.js";
 import { setupRootfs } from "./rootfs.js";
@@ -77,11 +80,24 @@ function enterNamespaces(cfg: InitConfig, skipCgroup: boolean): void {
   if (flags !== 0) unshare(flags);
 }
 
-function setupConsole(cfg: InitConfig, socket: number | undefined): void {
+// The container's terminal. For the init (`bindConsole`), the slave is also bound onto
+// /dev/console as runc does, so `/dev/console` is the container's tty and not absent; an exec
+// leaves the container's /dev alone, like runc's exec.
+function setupConsole(cfg: InitConfig, socket: number | undefined, bindConsole: boolean): void {
   if (!cfg.process.terminal) return;
   const pty = openpty();
   if (cfg.process.consoleSize)
     setWinsize(pty.slave, cfg.process.consoleSize.height, cfg.process.consoleSize.width);
+  if (bindConsole) {
+    // O_EXCL: never open what is already there (a device node the spec asked for would be the
+    // host's console); the bind covers it either way.
+    try {
+      closeSync(openSync("/dev/console", constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o666));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    mount(pty.slaveName, "/dev/console", null, MountFlag.BIND, null);
+  }
   setsid();
   setControllingTerminal(pty.slave);
   for (let fd = 0; fd <= 2; fd++) dup2(pty.slave, fd);
@@ -114,10 +130,17 @@ function runCreate(cfg: InitConfig, control: number, reader: SyncLineReader): ne
   // Opened with O_PATH now, reopened for writing through /proc after the root switch, like runc.
   const fifo = cfg.execFifo ? openSync(cfg.execFifo, O_PATH | O_CLOEXEC) : -1;
   const seccomp = compileSeccompFor(spec.linux?.seccomp);
-  setupRootfs({ spec, rootfs: cfg.rootfs, bundle: cfg.bundle, noPivot: cfg.noPivot, ownCgroups });
+  setupRootfs({
+    spec,
+    rootfs: cfg.rootfs,
+    bundle: cfg.bundle,
+    noPivot: cfg.noPivot,
+    ownCgroups,
+    ...(spec.hooks !== undefined ? { beforeRootSwitch: () => runCreateHooks(cfg, control, reader) } : {}),
+  });
   if (spec.hostname) sethostname(spec.hostname);
   if (spec.domainname) setdomainname(spec.domainname);
-  setupConsole(cfg, consoleSocket);
+  setupConsole(cfg, consoleSocket, true);
   const prepared = prepareProcess(cfg.process);
   sendSync(control, { type: "created" });
   closeSync(control);
@@ -125,10 +148,48 @@ function runCreate(cfg: InitConfig, control: number, reader: SyncLineReader): ne
     // Blocks until `start` opens the fifo for reading (runc's create/start split).
     const w = openSync(`/proc/self/fd/${fifo}`, constants.O_WRONLY | O_CLOEXEC);
     writeSync(w, "0");
-    closeSync(w);
     closeSync(fifo);
+    // `w` stays open (close-on-exec) until execve: its EOF tells `start` that the process was
+    // exec'd (for poststart), and a startContainer hook's error is written to it.
+    runStartHooks(cfg, w);
   }
   return execProcess(prepared, cfg.preserveFds, seccomp);
+}
+
+// The runtime runs prestart and createRuntime (in its namespaces) while we wait; then
+// createContainer runs here, in the container's mount namespace with the host's root still
+// reachable, which is where runc runs all three: after the mounts, before pivot_root.
+function runCreateHooks(cfg: InitConfig, control: number, reader: SyncLineReader): void {
+  const hooks = cfg.spec.hooks;
+  if ((hooks?.prestart?.length ?? 0) + (hooks?.createRuntime?.length ?? 0) > 0) {
+    sendSync(control, { type: "hooks" });
+    if (reader.next()?.type !== "continue") process.exit(1);
+  }
+  runHooksSync(HookKind.CreateContainer, hooks?.createContainer, initHookState(cfg, "creating"), {
+    cwd: cfg.rootfs,
+    defaultEnv: cfg.process.env ?? [],
+  });
+}
+
+// startContainer hooks run after `start`, in the container (its root, cwd, user), before execve.
+// Nobody listens on the control socket any more: a failure goes to `start` through the fifo.
+function runStartHooks(cfg: InitConfig, fifo: number): void {
+  try {
+    runHooksSync(HookKind.StartContainer, cfg.spec.hooks?.startContainer, initHookState(cfg, "created"), {
+      defaultEnv: cfg.process.env ?? [],
+    });
+  } catch (err) {
+    // Exit here rather than through main(): the control socket is closed and its fd number
+    // may have been reused.
+    const msg = { type: "error" as const, code: errorCode(err), message: errorMessage(err) };
+    try {
+      writeSync(fifo, `${JSON.stringify(msg)}\n`);
+    } catch {
+      // `start` is gone: stderr is all that is left.
+      process.stderr.write(`berth init: ${msg.message}\n`);
+    }
+    process.exit(127);
+  }
 }
 
 function runExec(cfg: InitConfig, control: number): never {
@@ -148,6 +209,9 @@ function runExec(cfg: InitConfig, control: number): never {
   const rootFd = cfg.chrootToTarget
     ? openSync(`/proc/${target}/root`, constants.O_RDONLY | constants.O_DIRECTORY)
     : -1;
+  // The console socket lives on the host: connect before entering the container's mounts.
+  const consoleSocket =
+    cfg.process.terminal && cfg.consoleSocket ? connectUnix(cfg.consoleSocket) : undefined;
   unshare(CLONE_FS);
   for (const { t, fd } of fds) {
     joinNamespace(`/proc/self/fd/${fd}`, t as NamespaceType);
@@ -161,9 +225,7 @@ function runExec(cfg: InitConfig, control: number): never {
     closeSync(rootFd);
   }
   const seccomp = compileSeccompFor(cfg.spec.linux?.seccomp);
-  const consoleSocket =
-    cfg.process.terminal && cfg.consoleSocket ? connectUnix(cfg.consoleSocket) : undefined;
-  setupConsole(cfg, consoleSocket);
+  setupConsole(cfg, consoleSocket, false);
   const prepared = prepareProcess(cfg.process);
   sendSync(control, { type: "created" });
   closeSync(control);

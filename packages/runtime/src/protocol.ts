@@ -51,6 +51,11 @@ export type ToInit = { readonly type: "config"; readonly config: InitConfig } | 
 /** Messages from the init to the runtime. */
 export type FromInit =
   | { readonly type: "ready" }
+  /**
+   * The mounts are done and the root not yet switched: run the prestart and createRuntime hooks,
+   * then send `continue` (sent only when the spec has such hooks).
+   */
+  | { readonly type: "hooks" }
   | { readonly type: "created" }
   | {
       readonly type: "error";

@@ -72,6 +72,11 @@ export interface RootfsOptions {
   readonly noPivot: boolean;
   /** The init's cgroups (`/proc/self/cgroup` read before a cgroup namespace), for cgroup mounts. */
   readonly ownCgroups: ReadonlyMap<string, string>;
+  /**
+   * Called once the spec's mounts and /dev are in place and before the root switch, with the
+   * rootfs as cwd (where runc runs the prestart, createRuntime and createContainer hooks).
+   */
+  readonly beforeRootSwitch?: () => void;
 }
 
 function ensureDir(path: string): void {
@@ -269,6 +274,10 @@ export function setupRootfs(opts: RootfsOptions): void {
   if ((rootProp & F.SHARED) !== 0) mount(null, rootfs, null, F.PRIVATE, null);
   for (const m of spec.mounts ?? []) mountOne(m, rootfs, opts);
   setupDev(rootfs, spec);
+  if (opts.beforeRootSwitch) {
+    process.chdir(rootfs);
+    opts.beforeRootSwitch();
+  }
   enterRoot(rootfs, opts.noPivot);
   // After the root switch, "/" is the container's; /proc is the fresh one mounted above.
   for (const [key, value] of Object.entries(spec.linux?.sysctl ?? {})) {

@@ -29,6 +29,9 @@ import {
 } from "@berth/errdefs";
 import { joinNamespace, mknod, namespaceFlag, setns, unshare } from "@berth/sys";
 import { type CgroupManager, createCgroupManager } from "./cgroups/manager.js";
+import { readOnlyExecutable } from "./exe.js";
+import { HookKind, hookState, runHooks, runHooksWarn } from "./hooks.js";
+import { InitPool, type PoolOptions } from "./pool.js";
 import { type FromInit, type InitConfig, InitMode, initError, type ToInit } from "./protocol.js";
 import {
   type LinuxDeviceCgroup,
@@ -58,6 +61,18 @@ import {
 export interface RuntimeOptions {
   /** The state root, like runc's `--root` (runc's default is /run/runc). Created if missing. */
   readonly root: string;
+  /**
+   * Keep `size` inits spawned ahead in fresh PID namespaces (filled in the background from now
+   * on) for creates that want a new PID namespace, no `preserveFds` and the runtime's own stdio;
+   * other creates spawn their init as usual. Call {@link Runtime.close} to kill the idle ones
+   * (they also exit on their own when this process does).
+   */
+  readonly pool?: PoolOptions;
+  /**
+   * Where warnings go: failed poststart and poststop hooks, which the spec says must not fail
+   * the operation. Default: a `berth: warning: …` line on stderr.
+   */
+  readonly warn?: (message: string) => void;
 }
 
 /** Where a container's stdin, stdout and stderr come from. */
@@ -138,6 +153,8 @@ export interface Runtime {
    * `detach`). User namespaces cannot be joined (a multithreaded process may not setns into one).
    */
   exec(id: string, process: Process, options?: ExecOptions): Promise<number>;
+  /** Kills the idle pooled inits (by pid) and waits for them; containers are left alone. */
+  close(): Promise<void>;
 }
 
 const S_IFIFO = 0o010000;
@@ -241,10 +258,13 @@ function spawnHelper(
   try {
     if (pidNs.join !== undefined) joinNamespace(pidNs.join, "pid");
     else if (pidNs.create) unshare(namespaceFlag("pid"));
-    return spawn(process.execPath, [initEntry(), "--", mode, String(controlFd)], {
+    // From a read-only view of node: the container can see this process (its /proc/<pid>/exe)
+    // until it execs the container's program, and must not be able to write the host's binary.
+    return spawn(readOnlyExecutable(), [initEntry(), "--", mode, String(controlFd)], {
       stdio,
       env: {},
       cwd: "/",
+      argv0: "node",
     });
   } finally {
     if (original !== undefined) {
@@ -344,8 +364,95 @@ function parseSignal(signal: string | number): number {
   return n;
 }
 
+// A pooled init: spawned with the runtime's stdio and control fd 3, waiting for its config.
+interface PooledInit {
+  readonly child: ChildProcess;
+  readonly control: Control;
+  readonly socket: Socket;
+}
+
+function spawnPooledInit(): PooledInit {
+  const child = spawnHelper(InitMode.Create, { create: true }, stdioFor("inherit", 0), 3);
+  const socket = child.stdio[3] as Socket;
+  const control = new Control(socket, child);
+  // Idle inits must not keep this process alive; they exit on EOF when it goes.
+  child.unref();
+  socket.unref();
+  return { child, control, socket };
+}
+
+async function destroyPooledInit(m: PooledInit): Promise<void> {
+  if (m.child.exitCode === null && m.child.signalCode === null) {
+    m.child.ref();
+    const exited = new Promise((r) => m.child.once("exit", r));
+    try {
+      process.kill(m.child.pid as number, "SIGKILL");
+    } catch {
+      // Exited meanwhile.
+    }
+    await exited;
+  }
+  m.control.close();
+}
+
+function inheritsStdio(spec: StdioSpec | undefined): boolean {
+  return spec === undefined || spec === "inherit" || spec.every((s, i) => s === "inherit" || s === i);
+}
+
+function warnOnStderr(message: string): void {
+  process.stderr.write(`berth: warning: ${message}\n`);
+}
+
+// The state a runtime-namespace hook reads. Those hooks run with the bundle as cwd: runc's, as
+// `runc create` and `runc run` chdir into the bundle.
+function runtimeHookState(spec: Spec, id: string, bundle: string, status: ContainerStatus, pid: number) {
+  return hookState({ ociVersion: spec.ociVersion, id, status, pid, bundle, annotations: spec.annotations });
+}
+
+// With startContainer or poststart hooks, `start` waits until the init has exec'd: the init keeps
+// its end of the fifo open (close-on-exec) through the startContainer hooks, so EOF means the
+// process was exec'd or the init died; a hook's failure arrives first, as one JSON line.
+async function awaitExec(id: string, fd: number): Promise<void> {
+  const buf = Buffer.alloc(4096);
+  let text = "";
+  for (let i = 0; ; i++) {
+    let n = -1;
+    try {
+      n = readSync(fd, buf, 0, buf.length, null);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+    }
+    if (n === 0) break;
+    if (n > 0) text += buf.toString("utf8", 0, n);
+    else await sleep(Math.min(1 + i, 10));
+  }
+  const line = text.split("\n")[0] ?? "";
+  if (line.trim() !== "") throw initError(id, JSON.parse(line) as Extract<FromInit, { type: "error" }>);
+}
+
 class LocalRuntime implements Runtime {
-  constructor(readonly root: string) {}
+  private readonly pool: InitPool<PooledInit> | undefined;
+
+  constructor(
+    readonly root: string,
+    pool?: PoolOptions,
+    private readonly warn: (message: string) => void = warnOnStderr,
+  ) {
+    this.pool =
+      pool === undefined
+        ? undefined
+        : new InitPool(pool, {
+            spawn: spawnPooledInit,
+            alive: (m) =>
+              m.child.exitCode === null && m.child.signalCode === null && m.control.exit === undefined,
+            destroy: destroyPooledInit,
+          });
+    this.pool?.fill();
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.close();
+  }
 
   async create(id: string, bundle: string, options: CreateOptions = {}): Promise<ContainerState> {
     const created = await this.createInit(id, bundle, options);
@@ -396,13 +503,25 @@ class LocalRuntime implements Runtime {
       const namespaces = spec.linux?.namespaces ?? [];
       const pidNs = namespaces.find((ns) => ns.type === "pid");
       const controlFd = 3 + preserveFds;
-      child = spawnHelper(
-        InitMode.Create,
-        pidNs === undefined ? {} : pidNs.path !== undefined ? { join: pidNs.path } : { create: true },
-        stdioFor(options.stdio, preserveFds),
-        controlFd,
-      );
-      const control = new Control(child.stdio[controlFd] as Socket, child);
+      const pooled =
+        pidNs !== undefined && pidNs.path === undefined && preserveFds === 0 && inheritsStdio(options.stdio)
+          ? this.pool?.take()
+          : undefined;
+      let control: Control;
+      if (pooled !== undefined) {
+        child = pooled.child;
+        control = pooled.control;
+        child.ref();
+        pooled.socket.ref();
+      } else {
+        child = spawnHelper(
+          InitMode.Create,
+          pidNs === undefined ? {} : pidNs.path !== undefined ? { join: pidNs.path } : { create: true },
+          stdioFor(options.stdio, preserveFds),
+          controlFd,
+        );
+        control = new Control(child.stdio[controlFd] as Socket, child);
+      }
       const cfg: InitConfig = {
         mode: InitMode.Create,
         id,
@@ -442,7 +561,16 @@ class LocalRuntime implements Runtime {
       };
       writeState(this.root, record);
       control.send({ type: "continue" });
-      await this.expect(id, await control.next(), "created", control);
+      let msg = await control.next();
+      if (msg?.type === "hooks") {
+        // The init's mounts are done and its root not yet switched (init.ts runCreateHooks).
+        const state = runtimeHookState(spec, id, bundle, ContainerStatus.Creating, pid);
+        await runHooks(HookKind.Prestart, spec.hooks?.prestart, state, { cwd: bundle });
+        await runHooks(HookKind.CreateRuntime, spec.hooks?.createRuntime, state, { cwd: bundle });
+        control.send({ type: "continue" });
+        msg = await control.next();
+      }
+      await this.expect(id, msg, "created", control);
       if (options.pidFile) writePidFile(resolve(options.pidFile), pid);
       return { state: toState(this.root, record), child, control };
     } catch (err) {
@@ -453,6 +581,8 @@ class LocalRuntime implements Runtime {
       }
       await cgroups?.destroy().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
+      // runc destroys a container whose create failed, and that runs its poststop hooks.
+      await this.poststop(spec, id, bundle);
       throw err;
     } finally {
       lock.release();
@@ -474,6 +604,7 @@ class LocalRuntime implements Runtime {
 
   async start(id: string): Promise<void> {
     const lock = await lockContainer(this.root, id);
+    let started: StateRecord;
     try {
       const rec = readState(this.root, id);
       const status = statusOf(this.root, rec);
@@ -496,13 +627,29 @@ class LocalRuntime implements Runtime {
           if (!initAlive(rec)) throw failedPrecondition(`cannot start container ${id}: its init has exited`);
           await sleep(Math.min(1 + i, 10));
         }
+        const hooks = (rec.config as Spec).hooks;
+        if ((hooks?.startContainer?.length ?? 0) + (hooks?.poststart?.length ?? 0) > 0)
+          await awaitExec(id, fd);
       } finally {
         closeSync(fd);
       }
       unlinkSync(fifo);
+      started = rec;
     } finally {
       lock.release();
     }
+    const spec = started.config as Spec;
+    if (spec.hooks?.poststart?.length) {
+      const state = runtimeHookState(spec, id, started.bundle, ContainerStatus.Running, started.pid);
+      await runHooksWarn(HookKind.Poststart, spec.hooks.poststart, state, { cwd: started.bundle }, this.warn);
+    }
+  }
+
+  // poststop hooks, after the container is gone: failures are warnings (runtime-spec).
+  private async poststop(spec: Spec, id: string, bundle: string): Promise<void> {
+    if (!spec.hooks?.poststop?.length) return;
+    const state = runtimeHookState(spec, id, bundle, ContainerStatus.Stopped, 0);
+    await runHooksWarn(HookKind.Poststop, spec.hooks.poststop, state, { cwd: bundle }, this.warn);
   }
 
   async run(id: string, bundle: string, options: CreateOptions = {}): Promise<number> {
@@ -579,6 +726,7 @@ class LocalRuntime implements Runtime {
     } finally {
       lock.release();
     }
+    await this.poststop(rec.config as Spec, id, rec.bundle);
   }
 
   list(): ContainerState[] {
@@ -696,9 +844,10 @@ class LocalRuntime implements Runtime {
 
 /**
  * A runtime over the state root `options.root` (created on first use). No I/O until a method
- * is called.
+ * is called, except that with `options.pool` the pool starts filling in the background. Throws
+ * `invalid-argument` for an empty root or a pool size outside 1..64.
  */
 export function createRuntime(options: RuntimeOptions): Runtime {
   if (!options.root) throw invalidArgument("createRuntime: root must be a non-empty path");
-  return new LocalRuntime(resolve(options.root));
+  return new LocalRuntime(resolve(options.root), options.pool, options.warn);
 }

@@ -6,8 +6,8 @@ import type { CliRuntime } from "./runtime-api.js";
  * Opens the real runtime at `root` (`createRuntime({ root })`); the assignment checks that the
  * runtime's API still fits what the command line needs. @internal
  */
-export function openDefaultRuntime(root: string): CliRuntime {
-  const runtime: CliRuntime = createRuntime({ root });
+export function openDefaultRuntime(root: string, warn?: (message: string) => void): CliRuntime {
+  const runtime: CliRuntime = createRuntime({ root, ...(warn ? { warn } : {}) });
   return runtime;
 }
 

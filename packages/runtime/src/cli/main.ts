@@ -30,15 +30,15 @@ export interface CliIo {
 export interface MainOptions {
   readonly io?: CliIo;
   /** Opens the runtime whose state lives in `root`; default `createRuntime({ root })`. */
-  readonly openRuntime?: (root: string) => CliRuntime | Promise<CliRuntime>;
+  readonly openRuntime?: (root: string, warn: (message: string) => void) => CliRuntime | Promise<CliRuntime>;
   /** The config.json `spec` writes; default the runtime's `defaultSpec`, equal to `runc spec`'s. */
   readonly defaultSpec?: (options: { rootless: boolean }) => unknown | Promise<unknown>;
 }
 
 // The runtime (and @berth/sys with it) is imported only by the commands that need it, so that
 // `features`, `--help` and `--version` (containerd runs `features` at start-up) stay quick.
-const openDefaultRuntime = async (root: string): Promise<CliRuntime> =>
-  (await import("./default-runtime.js")).openDefaultRuntime(root);
+const openDefaultRuntime = async (root: string, warn: (message: string) => void): Promise<CliRuntime> =>
+  (await import("./default-runtime.js")).openDefaultRuntime(root, warn);
 const defaultSpecDocument = async (options: { rootless: boolean }): Promise<unknown> =>
   (await import("./default-runtime.js")).defaultSpecDocument(options);
 
@@ -122,7 +122,7 @@ function createFlags(cmd: Command): Command {
  */
 export function buildProgram(
   io: CliIo,
-  open: (root: string) => CliRuntime | Promise<CliRuntime>,
+  open: (root: string, warn: (message: string) => void) => CliRuntime | Promise<CliRuntime>,
   defaultSpec: (options: { rootless: boolean }) => unknown | Promise<unknown>,
   setExit: (code: number) => void,
   onUsageError: (message: string) => void = () => undefined,
@@ -152,9 +152,18 @@ export function buildProgram(
     });
 
   const globals = () => program.opts<GlobalOptions>();
+  // Failed poststart/poststop hooks are warnings, logged where runc logs them (--log, --log-format).
+  const warn = (message: string) => {
+    const g = globals();
+    const format = g.logFormat === LogFormat.json ? LogFormat.json : LogFormat.text;
+    new Logger(g.log ? { file: g.log } : { stream: io.stderr }, format, g.debug === true).log(
+      "warning",
+      message,
+    );
+  };
   let runtime: Promise<CliRuntime> | undefined;
   const rt = () => {
-    runtime ??= Promise.resolve(open(resolve(globals().root)));
+    runtime ??= Promise.resolve(open(resolve(globals().root), warn));
     return runtime;
   };
   const out = (s: string) => io.stdout.write(s);
