@@ -56,6 +56,10 @@ export {
   unshare,
 } from "./namespaces.js";
 export type { StreamCodec, StreamCodecOptions } from "./native-codec.js";
+export type { NetlinkSocketOptions } from "./netlink-socket.js";
+export { NetlinkProtocol, NetlinkSocket, NetlinkSocketOption, SOL_NETLINK } from "./netlink-socket.js";
+export type { NftablesRunOptions } from "./nftables.js";
+export { NftOutputFlag, nftablesAvailable, runNftables } from "./nftables.js";
 export type { PrctlArg } from "./prctl.js";
 export { getChildSubreaper, getProcessName, Prctl, prctl, setProcessName } from "./prctl.js";
 export {

@@ -244,3 +244,41 @@ export function loadProcLibc(): ProcLibc {
   };
   return procLibc;
 }
+
+/**
+ * The socket calls netlink needs beyond {@link ProcLibc}'s `socket` and `bind`: datagram send and
+ * receive with an address, socket options, and the bound address. Each returns -1 and sets errno
+ * on failure.
+ */
+export interface NetlinkLibc {
+  readonly koffi: Koffi;
+  /** `ssize_t sendto(int fd, const void *buf, size_t len, int flags, const struct sockaddr *addr, socklen_t alen)` */
+  readonly sendto: KoffiFunction;
+  /** `ssize_t recvfrom(int fd, void *buf, size_t len, int flags, struct sockaddr *addr, socklen_t *alen)` */
+  readonly recvfrom: KoffiFunction;
+  /** `int setsockopt(int fd, int level, int name, const void *value, socklen_t len)` */
+  readonly setsockopt: KoffiFunction;
+  /** `int getsockname(int fd, struct sockaddr *addr, socklen_t *len)` */
+  readonly getsockname: KoffiFunction;
+}
+
+let netlinkLibc: NetlinkLibc | undefined;
+
+/** Binds the {@link NetlinkLibc} calls on first use; throws like {@link loadLibc}. */
+export function loadNetlinkLibc(): NetlinkLibc {
+  if (netlinkLibc) return netlinkLibc;
+  const { koffi } = loadLibc();
+  const lib = koffi.load("libc.so.6");
+  netlinkLibc = {
+    koffi,
+    sendto: lib.func(
+      "intptr_t sendto(int fd, const uint8_t *buf, size_t len, int flags, const uint8_t *addr, uint32_t alen)",
+    ),
+    recvfrom: lib.func(
+      "intptr_t recvfrom(int fd, uint8_t *buf, size_t len, int flags, uint8_t *addr, uint32_t *alen)",
+    ),
+    setsockopt: lib.func("int setsockopt(int fd, int level, int name, const uint8_t *value, uint32_t len)"),
+    getsockname: lib.func("int getsockname(int fd, uint8_t *addr, uint32_t *len)"),
+  };
+  return netlinkLibc;
+}
