@@ -1,0 +1,655 @@
+import { existsSync, writeFileSync } from "node:fs";
+import { isIP } from "node:net";
+import {
+  alreadyExists,
+  internal,
+  invalidArgument,
+  isAlreadyExists,
+  isNotFound,
+  notFound,
+  permissionDenied,
+} from "@berth/errdefs";
+import { runNftables } from "@berth/sys";
+import { type NotPromise, withNetns } from "../netns/netns.js";
+
+/** An IP address family. */
+type IpFamily = 4 | 6;
+
+/** The nftables table berth uses when none is named: `table inet berth`. */
+export const NAT_DEFAULT_TABLE = "berth";
+
+/** The transport protocols a published port can use. */
+export const PortProtocol = { TCP: "tcp", UDP: "udp" } as const;
+/** `"tcp"` or `"udp"`. */
+export type PortProtocol = (typeof PortProtocol)[keyof typeof PortProtocol];
+
+/** One published port: traffic to `hostIP:hostPort` on the host goes to the container's `containerPort`. */
+export interface PortMapping {
+  readonly protocol: PortProtocol;
+  /** 1–65535. */
+  readonly hostPort: number;
+  /** 1–65535. */
+  readonly containerPort: number;
+  /**
+   * Only traffic to this local address is forwarded. Absent, `0.0.0.0` or `::` mean every local
+   * address of the family (for both families when absent and the container has both).
+   */
+  readonly hostIP?: string;
+}
+
+/** A berth network as NAT sees it: a bridge and the subnets behind it. */
+export interface NatNetwork {
+  /** Network name: letters, digits, `_`, `.`, `-`; at most 64 characters. */
+  readonly name: string;
+  /** The Linux bridge the network's containers hang off (an interface name, at most 15 bytes). */
+  readonly bridge: string;
+  /** The network's subnets in CIDR form (`10.88.0.0/16`, `fd00:88::/64`); at least one. */
+  readonly subnets: readonly string[];
+  /**
+   * Whether published ports of this network's containers answer on the host's 127.0.0.1 (default
+   * true). It sets the bridge's `net.ipv4.conf.<bridge>.route_localnet` sysctl, so the bridge must
+   * exist when {@link Nat.addNetwork} runs.
+   */
+  readonly hostLoopback?: boolean;
+}
+
+/** A container whose ports are published. */
+export interface NatContainer {
+  /** Container ID: letters, digits, `_`, `.`, `-`; at most 64 characters (nft comments are short). */
+  readonly id: string;
+  /** The container's addresses (one per family at most is used: the first of each). */
+  readonly addresses: readonly string[];
+  readonly ports: readonly PortMapping[];
+}
+
+/** A published port as found in the table, with the address it forwards to. */
+export interface PublishedPort {
+  readonly containerId: string;
+  readonly protocol: PortProtocol;
+  readonly hostPort: number;
+  /** Undefined when every local address of {@link family} is forwarded. */
+  readonly hostIP?: string;
+  readonly family: IpFamily;
+  readonly containerIP: string;
+  readonly containerPort: number;
+}
+
+/** A network found in the table. */
+export interface NatNetworkInfo {
+  readonly name: string;
+  readonly bridge: string;
+}
+
+/** Options of {@link createNat}. */
+export interface NatOptions {
+  /** The `inet` table berth owns (default {@link NAT_DEFAULT_TABLE}); letters, digits, `_`. */
+  readonly table?: string;
+  /**
+   * A network namespace file (`/proc/PID/ns/net` or a bind mount of one): every operation moves
+   * the calling thread into it and back. Default: the namespace of the calling thread.
+   */
+  readonly netns?: string;
+}
+
+/**
+ * NAT and published ports for berth networks, in one nftables table of family `inet` that berth
+ * owns alone; no other table is read or changed. Every method is synchronous: the nft context
+ * and any `setns` happen on the calling thread, which must stay in one namespace for the call.
+ *
+ * Each method applies its changes as one nftables transaction (all or nothing), and each is
+ * idempotent: adding again replaces, removing what is not there does nothing. Rules carry a
+ * comment naming their owner (`berth net <name> <bridge>`, `berth ctr <id>`), which is how
+ * removal finds exactly them.
+ */
+export interface Nat {
+  /** The table name (family `inet`). */
+  readonly table: string;
+  /** Creates the table with its base chains when it does not exist yet. */
+  setup(): void;
+  /**
+   * Adds (or replaces) a network: masquerade for traffic from its subnets leaving through another
+   * interface, masquerade of hairpin traffic (a container reaching a published port on its own
+   * bridge), the 127.0.0.1 path, and isolation from every other berth bridge. Throws
+   * `invalid-argument` for a malformed network and `already-exists` when another network uses
+   * the bridge; `not-found` when `hostLoopback` is on and the bridge does not exist.
+   */
+  addNetwork(network: NatNetwork): void;
+  /** Removes a network's rules, and resets route_localnet on its bridge if the bridge is still there. */
+  removeNetwork(name: string): void;
+  /** The networks in the table. */
+  listNetworks(): NatNetworkInfo[];
+  /**
+   * Publishes (or re-publishes, replacing the previous set) a container's ports. Throws
+   * `invalid-argument` for a malformed mapping or a host IP of a family the container has no
+   * address in, and `already-exists` when another container holds the same protocol, host port
+   * and host address.
+   */
+  addContainer(container: NatContainer): void;
+  /** Removes every rule of container `id`; does nothing when it has none. */
+  removeContainer(id: string): void;
+  /** Every published port in the table, in rule order. */
+  listPublished(): PublishedPort[];
+  /**
+   * Deletes the whole table (does nothing when it is absent) and resets route_localnet on the
+   * bridges of the networks it held.
+   */
+  deleteTable(): void;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const TABLE = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
+// IFNAMSIZ is 16 with the NUL; the kernel refuses "/", ":" and whitespace, and berth's rules quote
+// the name, so quotes and backslashes are refused as well.
+const BRIDGE = /^[A-Za-z0-9_.-]{1,15}$/;
+
+const NET_TAG = "berth net";
+const CTR_TAG = "berth ctr";
+const BRIDGES_SET = "bridges";
+
+/**
+ * Creates the NAT manager for one table. Nothing touches the kernel until a method is called.
+ * Throws `invalid-argument` for a malformed table name.
+ */
+export function createNat(options: NatOptions = {}): Nat {
+  const table = options.table ?? NAT_DEFAULT_TABLE;
+  if (!TABLE.test(table)) throw invalidArgument(`nftables table name ${JSON.stringify(table)} is not valid`);
+  return new NftNat(table, options.netns);
+}
+
+/** The parts of a libnftables-json(5) listing that berth reads. */
+interface Listing {
+  readonly rules: ListedRule[];
+  readonly bridges: string[];
+}
+
+interface ListedRule {
+  readonly chain: string;
+  readonly handle: number;
+  readonly comment: string;
+  readonly expr: readonly unknown[];
+}
+
+class NftNat implements Nat {
+  readonly table: string;
+  readonly #netns: string | undefined;
+  readonly #t: string;
+
+  constructor(table: string, netns: string | undefined) {
+    this.table = table;
+    this.#netns = netns;
+    this.#t = `inet ${table}`;
+  }
+
+  /**
+   * Runs `fn` in the configured namespace (see {@link withNetns}), or right here without one.
+   * Every caller passes a synchronous body returning void or plain data, which is what the cast
+   * to NotPromise asserts.
+   */
+  #in<T>(fn: () => T): T {
+    if (this.#netns === undefined) return fn();
+    return withNetns(this.#netns, fn as () => NotPromise<T>) as T;
+  }
+
+  setup(): void {
+    this.#in(() => this.#ensure());
+  }
+
+  addNetwork(network: NatNetwork): void {
+    const name = checkName(network.name, "network name");
+    const bridge = network.bridge;
+    if (!BRIDGE.test(bridge))
+      throw invalidArgument(`bridge name ${JSON.stringify(bridge)} of network ${name} is not valid`);
+    if (network.subnets.length === 0) throw invalidArgument(`network ${name} has no subnets`);
+    const subnets = network.subnets.map((s) => parseSubnet(s, `subnet of network ${name}`));
+    const loopback = (network.hostLoopback ?? true) && subnets.some((s) => s.family === 4);
+    const tag = `${NET_TAG} ${name} ${bridge}`;
+    const t = this.#t;
+    const add = (chain: string, rule: string) => `add rule ${t} ${chain} ${rule} comment "${tag}"`;
+    const rules: string[] = [];
+    if (loopback) {
+      // route_localnet lets packets with a 127.0.0.0/8 source leave through the bridge, which
+      // the output DNAT of 127.0.0.1:port needs. It also lets the bridge's neighbours reach
+      // services bound to the host's 127.0.0.1 (CVE-2020-8558): drop those before routing.
+      rules.push(add("guard", `iifname "${bridge}" ip daddr 127.0.0.0/8 drop`));
+      rules.push(add("postrouting", `ip saddr 127.0.0.0/8 oifname "${bridge}" masquerade`));
+    }
+    for (const subnet of subnets) {
+      const ip = subnet.family === 4 ? "ip" : "ip6";
+      const cidr = subnet.text;
+      rules.push(add("postrouting", `${ip} saddr ${cidr} oifname != "${bridge}" masquerade`));
+      // Hairpin: a container reaching a published port on its own bridge. Without the source
+      // rewrite the server would answer the client directly over the bridge, bypassing the
+      // conntrack entry that undoes the DNAT, and the client would drop the reply.
+      rules.push(add("postrouting", `${ip} saddr ${cidr} oifname "${bridge}" ct status dnat masquerade`));
+    }
+    rules.push(add("forward", `iifname "${bridge}" oifname != "${bridge}" oifname @${BRIDGES_SET} drop`));
+
+    this.#in(() => {
+      // Checked first so that a missing bridge leaves no rules behind.
+      if (loopback && !existsSync(`/proc/sys/net/ipv4/conf/${bridge}`)) {
+        throw notFound(`bridge ${bridge} of network ${name} does not exist in this network namespace`);
+      }
+      this.#retry(() => {
+        const listing = this.#list();
+        const own = listing.rules.filter((r) => netOf(r.comment)?.name === name);
+        const other = listing.rules.find((r) => {
+          const n = netOf(r.comment);
+          return n !== undefined && n.name !== name && n.bridge === bridge;
+        });
+        if (other) {
+          throw alreadyExists(
+            `bridge ${bridge} already belongs to berth network ${netOf(other.comment)?.name}`,
+          );
+        }
+        const batch = own.map((r) => `delete rule ${t} ${r.chain} handle ${r.handle}`);
+        for (const old of new Set(own.map((r) => netOf(r.comment)?.bridge))) {
+          if (old !== undefined && old !== bridge && listing.bridges.includes(old)) {
+            batch.push(`delete element ${t} ${BRIDGES_SET} { "${old}" }`);
+          }
+        }
+        batch.push(`add element ${t} ${BRIDGES_SET} { "${bridge}" }`, ...rules);
+        runNftables(batch.join("\n"));
+      });
+      if (loopback) writeRouteLocalnet(bridge, true);
+    });
+  }
+
+  removeNetwork(name: string): void {
+    checkName(name, "network name");
+    this.#in(() => {
+      let reset: string[] = [];
+      this.#retry(() => {
+        const listing = this.#listIfPresent();
+        if (!listing) return;
+        const own = listing.rules.filter((r) => netOf(r.comment)?.name === name);
+        if (own.length === 0) return;
+        const t = this.#t;
+        const batch = own.map((r) => `delete rule ${t} ${r.chain} handle ${r.handle}`);
+        const bridges = new Set(own.map((r) => netOf(r.comment)?.bridge as string));
+        for (const bridge of bridges) {
+          if (listing.bridges.includes(bridge))
+            batch.push(`delete element ${t} ${BRIDGES_SET} { "${bridge}" }`);
+        }
+        runNftables(batch.join("\n"));
+        reset = own.filter((r) => r.chain === "guard").map((r) => netOf(r.comment)?.bridge as string);
+      });
+      for (const bridge of reset) writeRouteLocalnet(bridge, false);
+    });
+  }
+
+  listNetworks(): NatNetworkInfo[] {
+    return this.#in(() => {
+      const seen = new Map<string, NatNetworkInfo>();
+      for (const rule of this.#listIfPresent()?.rules ?? []) {
+        const net = netOf(rule.comment);
+        if (net && !seen.has(net.name)) seen.set(net.name, net);
+      }
+      return [...seen.values()];
+    });
+  }
+
+  addContainer(container: NatContainer): void {
+    const id = checkName(container.id, "container id");
+    const wanted = planPorts(id, container);
+    const tag = `${CTR_TAG} ${id}`;
+    const t = this.#t;
+    const rules = wanted.map((p) => {
+      const ip = p.family === 4 ? "ip" : "ip6";
+      const match = p.hostIP === undefined ? `meta nfproto ipv${p.family}` : `${ip} daddr ${p.hostIP}`;
+      const target =
+        p.family === 4 ? `${p.containerIP}:${p.containerPort}` : `[${p.containerIP}]:${p.containerPort}`;
+      return `add rule ${t} published ${match} ${p.protocol} dport ${p.hostPort} dnat ${ip} to ${target} comment "${tag}"`;
+    });
+    this.#in(() => {
+      this.#retry(() => {
+        const listing = this.#list();
+        const own = listing.rules.filter((r) => r.chain === "published" && r.comment === tag);
+        for (const held of publishedOf(listing.rules)) {
+          if (held.containerId === id) continue;
+          const clash = wanted.find((p) => conflicts(p, held));
+          if (clash) {
+            throw alreadyExists(
+              `${clash.protocol} port ${clash.hostIP ?? (clash.family === 4 ? "0.0.0.0" : "[::]")}:${clash.hostPort} for container ${id} is already published by container ${held.containerId}`,
+            );
+          }
+        }
+        const batch = own.map((r) => `delete rule ${t} published handle ${r.handle}`);
+        batch.push(...rules);
+        if (batch.length > 0) runNftables(batch.join("\n"));
+      });
+    });
+  }
+
+  removeContainer(id: string): void {
+    checkName(id, "container id");
+    const tag = `${CTR_TAG} ${id}`;
+    this.#in(() => {
+      this.#retry(() => {
+        const own = (this.#listIfPresent()?.rules ?? []).filter(
+          (r) => r.chain === "published" && r.comment === tag,
+        );
+        if (own.length === 0) return;
+        runNftables(own.map((r) => `delete rule ${this.#t} published handle ${r.handle}`).join("\n"));
+      });
+    });
+  }
+
+  listPublished(): PublishedPort[] {
+    return this.#in(() => publishedOf(this.#listIfPresent()?.rules ?? []));
+  }
+
+  deleteTable(): void {
+    this.#in(() => {
+      const listing = this.#listIfPresent();
+      if (!listing) return;
+      try {
+        runNftables(`delete table ${this.#t}`);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+      for (const rule of listing.rules) {
+        if (rule.chain === "guard") {
+          const bridge = netOf(rule.comment)?.bridge;
+          if (bridge !== undefined) writeRouteLocalnet(bridge, false);
+        }
+      }
+    });
+  }
+
+  /** Creates the table and base chains in one transaction unless the table exists. */
+  #ensure(): void {
+    try {
+      runNftables(`list table ${this.#t}`);
+      return;
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+    const t = this.#t;
+    try {
+      // `create table` fails when the table exists, so of two processes racing here exactly one
+      // transaction applies and the base rules are never doubled.
+      runNftables(
+        [
+          `create table ${t} { comment "managed by berth: NAT and published ports"; }`,
+          `add set ${t} ${BRIDGES_SET} { type ifname; }`,
+          // raw priority: before conntrack and NAT, so the CVE-2020-8558 drop sees the original daddr.
+          `add chain ${t} guard { type filter hook prerouting priority raw; }`,
+          `add chain ${t} prerouting { type nat hook prerouting priority dstnat; }`,
+          // nft 1.0.6 refuses the "dstnat" keyword for the output hook; -100 is its value.
+          `add chain ${t} output { type nat hook output priority -100; }`,
+          `add chain ${t} postrouting { type nat hook postrouting priority srcnat; }`,
+          `add chain ${t} forward { type filter hook forward priority filter; }`,
+          `add chain ${t} published`,
+          // Published ports answer on every local address (from outside in prerouting, from the
+          // host itself in output) and nowhere else, so forwarded traffic keeps its destination.
+          `add rule ${t} prerouting fib daddr type local jump published`,
+          `add rule ${t} output fib daddr type local jump published`,
+          // A published port is meant to be reachable from anywhere, other berth networks
+          // included: isolation applies to direct traffic only.
+          `add rule ${t} forward ct status dnat accept`,
+        ].join("\n"),
+      );
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+    }
+  }
+
+  /** Lists the table, creating it first when absent. */
+  #list(): Listing {
+    this.#ensure();
+    const listing = this.#listIfPresent();
+    if (!listing) throw invalidArgument(`nftables table ${this.#t} vanished while berth was using it`);
+    return listing;
+  }
+
+  #listIfPresent(): Listing | undefined {
+    let text: string;
+    try {
+      text = runNftables(`list table ${this.#t}`);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    return parseListing(text);
+  }
+
+  /**
+   * Runs a list-then-change step again when another process changed the table in between (a
+   * rule handle it read is gone: `not-found`; a set element already there: `already-exists`).
+   */
+  #retry(step: () => void): void {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        step();
+        return;
+      } catch (err) {
+        const raced = isNotFound(err) && String((err as Error).message).startsWith("nft:");
+        if (!raced || attempt >= 3) throw err;
+      }
+    }
+  }
+}
+
+interface Address {
+  readonly family: IpFamily;
+  /** Canonical text: dotted quad, or RFC 5952 IPv6 as WHATWG URL serialises it. */
+  readonly text: string;
+}
+
+/** Parses an IP address (no zone index). Throws `invalid-argument` naming `what`. */
+function parseAddress(text: string, what: string): Address {
+  const family = text.includes("%") ? 0 : isIP(text);
+  if (family === 0) throw invalidArgument(`${what} ${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
+  if (family === 4) return { family, text };
+  return { family: 6, text: new URL(`http://[${text}]`).hostname.slice(1, -1) };
+}
+
+/**
+ * Parses `address/length`. Host bits may be set: nftables masks them itself when it compiles
+ * the prefix match. Throws `invalid-argument` naming `what`.
+ */
+function parseSubnet(text: string, what: string): Address {
+  const slash = text.indexOf("/");
+  const length = text.slice(slash + 1);
+  const address = slash === -1 ? undefined : parseAddress(text.slice(0, slash), what);
+  if (
+    address === undefined ||
+    !/^(0|[1-9][0-9]{0,2})$/.test(length) ||
+    Number(length) > (address.family === 4 ? 32 : 128)
+  ) {
+    throw invalidArgument(`${what} ${JSON.stringify(text)} is not a CIDR prefix (address/length)`);
+  }
+  return { family: address.family, text: `${address.text}/${length}` };
+}
+
+function checkName(name: string, what: string): string {
+  if (!NAME.test(name)) {
+    throw invalidArgument(
+      `${what} ${JSON.stringify(name)} is not valid (letters, digits, "_", ".", "-", at most 64 characters)`,
+    );
+  }
+  return name;
+}
+
+function netOf(comment: string): NatNetworkInfo | undefined {
+  if (!comment.startsWith(`${NET_TAG} `)) return undefined;
+  const [name, bridge] = comment.slice(NET_TAG.length + 1).split(" ");
+  return name && bridge ? { name, bridge } : undefined;
+}
+
+interface PlannedPort {
+  readonly protocol: PortProtocol;
+  readonly hostPort: number;
+  readonly hostIP: string | undefined;
+  readonly family: IpFamily;
+  readonly containerIP: string;
+  readonly containerPort: number;
+}
+
+function checkPort(port: number, what: string, id: string): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw invalidArgument(`${what} ${port} of container ${id} is not a port number (1-65535)`);
+  }
+}
+
+/** Validates a container's mappings and expands them to one rule per address family. */
+function planPorts(id: string, container: NatContainer): PlannedPort[] {
+  const byFamily = new Map<IpFamily, Address>();
+  for (const text of container.addresses) {
+    const ip = parseAddress(text, `address of container ${id}`);
+    if (!byFamily.has(ip.family)) byFamily.set(ip.family, ip);
+  }
+  if (byFamily.size === 0 && container.ports.length > 0) {
+    throw invalidArgument(`container ${id} publishes ports but has no address`);
+  }
+  const planned: PlannedPort[] = [];
+  for (const port of container.ports) {
+    if (port.protocol !== "tcp" && port.protocol !== "udp") {
+      throw invalidArgument(`protocol ${JSON.stringify(port.protocol)} of container ${id} is not tcp or udp`);
+    }
+    checkPort(port.hostPort, "host port", id);
+    checkPort(port.containerPort, "container port", id);
+    const host =
+      port.hostIP === undefined ? undefined : parseAddress(port.hostIP, `host IP of container ${id}`);
+    const families: IpFamily[] = host ? [host.family] : [...byFamily.keys()];
+    for (const family of families) {
+      const target = byFamily.get(family);
+      if (!target) {
+        throw invalidArgument(
+          `host IP ${port.hostIP} of container ${id} is IPv${family} but the container has no IPv${family} address`,
+        );
+      }
+      // 0.0.0.0 and :: mean "every address", as in Docker's -p.
+      const hostIP =
+        host === undefined || host.text === "0.0.0.0" || host.text === "::" ? undefined : host.text;
+      const next: PlannedPort = {
+        protocol: port.protocol,
+        hostPort: port.hostPort,
+        hostIP,
+        family,
+        containerIP: target.text,
+        containerPort: port.containerPort,
+      };
+      if (planned.some((p) => conflicts(p, next))) {
+        throw invalidArgument(`container ${id} publishes ${port.protocol} host port ${port.hostPort} twice`);
+      }
+      planned.push(next);
+    }
+  }
+  return planned;
+}
+
+interface PortKey {
+  readonly protocol: PortProtocol;
+  readonly hostPort: number;
+  readonly hostIP?: string | undefined;
+  readonly family: IpFamily;
+}
+
+/** Whether two mappings would catch the same packets. */
+function conflicts(a: PortKey, b: PortKey): boolean {
+  return (
+    a.protocol === b.protocol &&
+    a.hostPort === b.hostPort &&
+    a.family === b.family &&
+    (a.hostIP === undefined || b.hostIP === undefined || a.hostIP === b.hostIP)
+  );
+}
+
+function record(value: unknown): Record<string, unknown> | undefined {
+  return typeof value === "object" && value !== null && !Array.isArray(value)
+    ? (value as Record<string, unknown>)
+    : undefined;
+}
+
+function parseListing(text: string): Listing {
+  const rules: ListedRule[] = [];
+  const bridges: string[] = [];
+  const doc = record(JSON.parse(text));
+  const items = Array.isArray(doc?.nftables) ? (doc.nftables as unknown[]) : [];
+  for (const item of items) {
+    const obj = record(item);
+    const rule = record(obj?.rule);
+    if (rule) {
+      rules.push({
+        chain: String(rule.chain),
+        handle: Number(rule.handle),
+        comment: typeof rule.comment === "string" ? rule.comment : "",
+        expr: Array.isArray(rule.expr) ? rule.expr : [],
+      });
+      continue;
+    }
+    const set = record(obj?.set);
+    if (set && set.name === BRIDGES_SET && Array.isArray(set.elem)) {
+      for (const e of set.elem) if (typeof e === "string") bridges.push(e);
+    }
+  }
+  return { rules, bridges };
+}
+
+/** Reads the published ports back from the rules' match and dnat expressions. */
+function publishedOf(rules: readonly ListedRule[]): PublishedPort[] {
+  const out: PublishedPort[] = [];
+  for (const rule of rules) {
+    if (rule.chain !== "published" || !rule.comment.startsWith(`${CTR_TAG} `)) continue;
+    let protocol: PortProtocol | undefined;
+    let hostPort: number | undefined;
+    let hostIP: string | undefined;
+    let family: IpFamily | undefined;
+    let containerIP: string | undefined;
+    let containerPort: number | undefined;
+    for (const e of rule.expr) {
+      const ex = record(e);
+      const match = record(ex?.match);
+      const left = record(match?.left);
+      const payload = record(left?.payload);
+      if (payload?.field === "dport" && (payload.protocol === "tcp" || payload.protocol === "udp")) {
+        protocol = payload.protocol;
+        hostPort = Number(match?.right);
+      } else if (payload?.field === "daddr") {
+        hostIP = String(match?.right);
+      }
+      const dnat = record(ex?.dnat);
+      if (dnat) {
+        family = dnat.family === "ip6" ? 6 : 4;
+        containerIP = String(dnat.addr);
+        containerPort = Number(dnat.port);
+      }
+    }
+    if (protocol === undefined || hostPort === undefined || family === undefined) continue;
+    if (containerIP === undefined || containerPort === undefined) continue;
+    out.push({
+      containerId: rule.comment.slice(CTR_TAG.length + 1),
+      protocol,
+      hostPort,
+      ...(hostIP === undefined ? {} : { hostIP }),
+      family,
+      containerIP,
+      containerPort,
+    });
+  }
+  return out;
+}
+
+/**
+ * Sets `net.ipv4.conf.<bridge>.route_localnet`. /proc/sys/net shows the network namespace of the
+ * thread that opens it, and the synchronous fs call runs on this (possibly setns-moved) thread.
+ * Turning it off tolerates a bridge that is already gone.
+ */
+function writeRouteLocalnet(bridge: string, on: boolean): void {
+  const path = `/proc/sys/net/ipv4/conf/${bridge}/route_localnet`;
+  try {
+    writeFileSync(path, on ? "1" : "0");
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") {
+      if (!on) return;
+      throw notFound(`bridge ${bridge} does not exist in this network namespace: cannot set ${path}`, {
+        cause,
+      });
+    }
+    const message = `writing ${on ? 1 : 0} to ${path}: ${code ?? String(cause)}`;
+    if (code === "EACCES" || code === "EPERM" || code === "EROFS") throw permissionDenied(message, { cause });
+    throw internal(message, { cause });
+  }
+}
