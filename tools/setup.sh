@@ -10,7 +10,11 @@ cd "$(dirname "$0")/.."
 #  zstd: zstd fixture layers; apache2-utils: htpasswd (bcrypt) for the basic-auth registry;
 #  openssl: the token-auth registry's signing certificate; util-linux: flock(1) in tests;
 #  libzstd1, libisal2, libdeflate0: layer (de)compression through koffi (@berth/sys).
-APT_PACKAGES=(docker-registry skopeo umoci containerd runc busybox-static zstd apache2-utils openssl util-linux jq libzstd1 libisal2 libdeflate0)
+#  iproute2, nftables, libnftables1, containernetworking-plugins: networking (libnftables is
+#  loaded through koffi; ip/nft/the CNI plugins are oracles and the CNI driver's plugins);
+#  e2fsprogs: mkfs.ext4 for the pull+unpack benchmark's fresh file systems.
+APT_PACKAGES=(docker-registry skopeo umoci containerd runc busybox-static zstd apache2-utils openssl util-linux jq
+  libzstd1 libisal2 libdeflate0 iproute2 nftables libnftables1 containernetworking-plugins e2fsprogs)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
