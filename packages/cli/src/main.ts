@@ -6,6 +6,7 @@ import { type Client, createClient, type UnpackEvent } from "@berth/client";
 import { errorCode, errorMessage, invalidArgument } from "@berth/errdefs";
 import { Command, Option } from "commander";
 import { formatAge, formatBytes, formatLabels, formatTable } from "./format.js";
+import { addNetworkCommands } from "./network.js";
 import { createProgressRenderer } from "./progress.js";
 import { addSnapshotCommands } from "./snapshots.js";
 
@@ -366,6 +367,7 @@ export function buildProgram(
     });
 
   addSnapshotCommands(program, open, out);
+  addNetworkCommands(program, () => program.opts<GlobalOptions>().root, out);
 
   program
     .command("run")

@@ -4,6 +4,26 @@
  * @packageDocumentation
  */
 
+// Bridge driver: named networks persisted under the state dir, a bridge + veth + IPAM address per
+// container, NAT and published ports; /etc/hosts and /etc/resolv.conf for containers.
+export type {
+  BridgeAttachment,
+  BridgeDriver,
+  BridgeDriverOptions,
+  BridgeNetwork,
+  ConnectOptions,
+  CreateBridgeNetworkOptions,
+} from "./bridge/bridge-driver.js";
+export {
+  bridgeNameOf,
+  createBridgeDriver,
+  DEFAULT_BRIDGE_NAME,
+  DEFAULT_BRIDGE_NETWORK,
+  DEFAULT_BRIDGE_SUBNET,
+  hostVethOf,
+} from "./bridge/bridge-driver.js";
+export type { HostsAndResolvOptions } from "./bridge/hosts.js";
+export { containerResolvConf, DEFAULT_NAMESERVERS, writeHostsAndResolv } from "./bridge/hosts.js";
 // CNI: conflist loading, the plugin runner (ADD/CHECK/DEL with a result cache), conflist export.
 export type { CniCacheEntry } from "./cni/cache.js";
 export { loadConflist, parseConflist, validateNetworkName } from "./cni/conflist.js";
@@ -39,7 +59,6 @@ export {
   CniErrorCode,
   DEFAULT_CNI_PLUGIN_PATHS,
 } from "./cni/types.js";
-
 // IPAM: host-local style allocations (one file per address, flock + link for cross-process
 // safety, round-robin), and the bigint CIDR math it rests on. ipam/ip.ts's parseIp, formatIp,
 // IpAddress and IpPrefix are not re-exported here: netlink/ip.ts has its own under those names.
@@ -70,7 +89,6 @@ export type {
   ResolvedIpamRange,
 } from "./ipam/ipam.js";
 export { createIpam, resolveIpamRange } from "./ipam/ipam.js";
-
 // NAT and published ports: berth's own `inet` nftables table, programmed through libnftables.
 export type {
   Nat,
@@ -82,7 +100,6 @@ export type {
   PublishedPort,
 } from "./nat/nat.js";
 export { createNat, NAT_DEFAULT_TABLE, PortProtocol } from "./nat/nat.js";
-
 // Netlink and network namespaces: the rtnetlink client (links, addresses, routes), its message
 // codec, and namespace handles. netlink/ip.ts's parseIp/formatIp stay internal (ipam/ip.ts exports
 // the public ones).

@@ -1,0 +1,66 @@
+import { join } from "node:path";
+import { type BridgeDriver, createBridgeDriver } from "@berth/network";
+import type { Command } from "commander";
+import { formatTable } from "./format.js";
+
+/**
+ * Adds `berth network create|ls|inspect|rm` to `program`, over the bridge driver whose state lives
+ * in `<root>/network` (`root()` is read when a command runs, after option parsing).
+ */
+export function addNetworkCommands(program: Command, root: () => string, out: (s: string) => void): void {
+  const driver = (): BridgeDriver => createBridgeDriver({ stateDir: join(root(), "network") });
+  const network = program.command("network").alias("networks").description("manage bridge networks");
+
+  network
+    .command("create")
+    .description("create a bridge network (the bridge itself appears when a container first connects)")
+    .argument("<name>")
+    .option("--subnet <cidr>", "IPv4 subnet (default: the next free /24 from 10.4.0.0/24)")
+    .option("--gateway <ip>", "gateway address on the bridge (default: the subnet's first address)")
+    .action(async (name: string, opts: { subnet?: string; gateway?: string }) => {
+      const n = await driver().createNetwork({
+        name,
+        ...(opts.subnet === undefined ? {} : { subnet: opts.subnet }),
+        ...(opts.gateway === undefined ? {} : { gateway: opts.gateway }),
+      });
+      out(n.name);
+    });
+
+  network
+    .command("ls")
+    .alias("list")
+    .description("list networks")
+    .action(async () => {
+      const all = await driver().listNetworks();
+      out(
+        formatTable(
+          ["NAME", "BRIDGE", "SUBNET", "GATEWAY"],
+          all.map((n) => [n.name, n.bridge, n.subnet, n.gateway]),
+        ),
+      );
+    });
+
+  network
+    .command("inspect")
+    .description("print networks as JSON")
+    .argument("<names...>")
+    .action(async (names: string[]) => {
+      const d = driver();
+      const records = [];
+      for (const name of names) records.push(await d.inspectNetwork(name));
+      out(JSON.stringify(records, null, 2));
+    });
+
+  network
+    .command("rm")
+    .alias("remove")
+    .description("remove networks (refused while containers are connected)")
+    .argument("<names...>")
+    .action(async (names: string[]) => {
+      const d = driver();
+      for (const name of names) {
+        await d.removeNetwork(name);
+        out(name);
+      }
+    });
+}

@@ -1,0 +1,237 @@
+import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { isFailedPrecondition, isNotFound } from "@berth/errdefs";
+import { nftablesAvailable, readMountInfo } from "@berth/sys";
+import { BUSYBOX_PATH, requiresCommand, requiresRoot } from "@berth/testing";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createNat } from "../nat/nat.js";
+import { Rtnetlink } from "../netlink/rtnetlink.js";
+import { createNetns, deleteNetns } from "../netns/netns.js";
+import { type BridgeDriver, createBridgeDriver, DEFAULT_BRIDGE_NAME, hostVethOf } from "./bridge-driver.js";
+import { containerResolvConf, writeHostsAndResolv } from "./hosts.js";
+
+// Everything happens in namespaces made here: a "host" namespace (bridges, host-side veths, the
+// nftables table) and container namespaces. Deleting them in afterEach removes every link, route
+// and rule inside; the real host is only read, before and after, to prove it did not change.
+
+const TABLE = "berth_brtest";
+
+const hostSnapshot = () => ({
+  links: execFileSync("ip", ["-j", "link"], { encoding: "utf8" }),
+  routes: execFileSync("ip", ["-j", "route"], { encoding: "utf8" }),
+  nft: execFileSync("nft", ["-j", "list", "ruleset"], { encoding: "utf8" }),
+});
+
+const SERVER = `require("node:net").createServer((s) => s.end("hello " + s.remoteAddress + "\\n"))
+  .listen(+process.argv[1], "0.0.0.0", () => console.log("ready"));`;
+
+const CLIENT = `setTimeout(() => { console.error("timeout"); process.exit(2); }, 2000);
+let out = "";
+require("node:net").connect(+process.argv[2], process.argv[1])
+  .on("data", (d) => { out += d; })
+  .on("end", () => { process.stdout.write(out); process.exit(0); })
+  .on("error", (e) => { console.error(e.code); process.exit(1); });`;
+
+describe("containerResolvConf", () => {
+  it("drops loopback resolvers and falls back to public ones", () => {
+    expect(containerResolvConf("nameserver 127.0.0.53\noptions edns0\nsearch lan\n")).toBe(
+      "nameserver 8.8.8.8\nnameserver 8.8.4.4\noptions edns0\nsearch lan\n",
+    );
+    expect(containerResolvConf("# c\nnameserver ::1\nnameserver 192.0.2.53\n")).toBe(
+      "nameserver 192.0.2.53\n",
+    );
+  });
+
+  it("writes hosts and resolv.conf", () => {
+    const dir = mkdtempSync(join(tmpdir(), "berth-hosts-"));
+    try {
+      writeHostsAndResolv(join(dir, "etc"), {
+        hostname: "web",
+        ip: "10.4.0.9",
+        hostResolvConf: join(dir, "none"),
+      });
+      expect(readFileSync(join(dir, "etc", "hosts"), "utf8")).toContain("10.4.0.9\tweb\n");
+      expect(readFileSync(join(dir, "etc", "resolv.conf"), "utf8")).toBe(
+        "nameserver 8.8.8.8\nnameserver 8.8.4.4\n",
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.runIf(
+  requiresRoot("bridge driver (network namespaces, nftables)") &&
+    requiresCommand("nsenter", "bridge driver tests") &&
+    requiresCommand("ip", "host snapshot") &&
+    requiresCommand("nft", "host snapshot") &&
+    nftablesAvailable(),
+)("bridge driver", () => {
+  let dir = "";
+  let hostNs = "";
+  let driver: BridgeDriver;
+  let before: ReturnType<typeof hostSnapshot>;
+  const namespaces: string[] = [];
+  const processes: ChildProcess[] = [];
+
+  const containerNs = (name: string) => {
+    const path = join(dir, "ns", name);
+    createNetns(path);
+    namespaces.push(path);
+    return path;
+  };
+
+  beforeAll(() => {
+    before = hostSnapshot();
+  });
+
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "berth-bridge-"));
+    hostNs = join(dir, "ns", "host");
+    createNetns(hostNs);
+    namespaces.push(hostNs);
+    const rt = Rtnetlink.open({ netns: hostNs });
+    try {
+      rt.setLinkUp("lo");
+    } finally {
+      rt.close();
+    }
+    driver = createBridgeDriver({ stateDir: join(dir, "state"), hostNetns: hostNs, natTable: TABLE });
+  });
+
+  afterEach(() => {
+    for (const p of processes.splice(0)) p.kill("SIGKILL");
+    for (const ns of namespaces.splice(0)) deleteNetns(ns);
+    const mounts = readMountInfo().filter((m) => m.mountPoint.startsWith(dir));
+    rmSync(dir, { recursive: true, force: true });
+    expect(mounts).toEqual([]);
+  });
+
+  afterAll(() => {
+    expect(hostSnapshot()).toEqual(before);
+  });
+
+  const inHost = <T>(fn: (rt: Rtnetlink) => T): T => {
+    const rt = Rtnetlink.open({ netns: hostNs });
+    try {
+      return fn(rt);
+    } finally {
+      rt.close();
+    }
+  };
+
+  it("persists networks and refuses to remove one in use", async () => {
+    const a = await driver.createNetwork({ name: "alpha" });
+    const b = await driver.createNetwork({ name: "beta", subnet: "10.231.7.0/24", gateway: "10.231.7.254" });
+    expect(a).toMatchObject({ subnet: "10.4.1.0/24", gateway: "10.4.1.1" });
+    expect(a.bridge).toMatch(/^br-[0-9a-f]{12}$/);
+    expect(b).toMatchObject({ subnet: "10.231.7.0/24", gateway: "10.231.7.254" });
+    await expect(driver.createNetwork({ name: "gamma", subnet: "10.231.0.0/16" })).rejects.toThrow(
+      /overlaps/,
+    );
+    const again = createBridgeDriver({ stateDir: join(dir, "state"), hostNetns: hostNs, natTable: TABLE });
+    expect((await again.listNetworks()).map((n) => n.name)).toEqual(["alpha", "beta"]);
+
+    const c = containerNs("c");
+    await driver.connect("beta", { containerId: "c1", netnsPath: c });
+    const err = await driver.removeNetwork("beta").catch((e: unknown) => e);
+    expect(isFailedPrecondition(err)).toBe(true);
+    await driver.disconnect("beta", "c1");
+    await driver.disconnect("beta", "c1");
+    await driver.removeNetwork("beta");
+    await driver.removeNetwork("alpha");
+    expect(isNotFound(await driver.inspectNetwork("beta").catch((e: unknown) => e))).toBe(true);
+    expect(inHost((rt) => rt.findLink(b.bridge))).toBeUndefined();
+    expect(readdirSync(join(dir, "state", "networks"))).toEqual([]);
+  });
+
+  it("connects two containers that ping each other, and publishes a port on 127.0.0.1", async () => {
+    const c1 = containerNs("c1");
+    const c2 = containerNs("c2");
+    const a1 = await driver.connect("berth", { containerId: "c1", netnsPath: c1 });
+    const a2 = await driver.connect("berth", {
+      containerId: "c2",
+      netnsPath: c2,
+      ports: [{ protocol: "tcp", hostPort: 18080, containerPort: 8080 }],
+    });
+    expect(a1).toMatchObject({ ip: "10.4.0.2", gateway: "10.4.0.1", prefixLength: 24 });
+    expect(a2.ip).toBe("10.4.0.3");
+    expect(a1.mac).toMatch(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/);
+    expect(inHost((rt) => rt.getLink(a1.hostVeth).masterIndex)).toBe(
+      inHost((rt) => rt.getLink(DEFAULT_BRIDGE_NAME).index),
+    );
+
+    const ping = execFileSync("nsenter", [`--net=${c1}`, BUSYBOX_PATH, "ping", "-c", "1", "-W", "2", a2.ip], {
+      encoding: "utf8",
+    });
+    expect(ping).toContain("1 packets received");
+
+    const server = spawn("nsenter", [`--net=${c2}`, process.execPath, "-e", SERVER, "8080"], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    processes.push(server);
+    await new Promise<void>((resolve, reject) => {
+      server.stdout.once("data", () => resolve());
+      server.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
+    });
+    const reply = execFileSync(
+      "nsenter",
+      [`--net=${hostNs}`, process.execPath, "-e", CLIENT, "127.0.0.1", "18080"],
+      {
+        encoding: "utf8",
+      },
+    );
+    // The 127.0.0.1 source is masqueraded to the bridge address on the way in.
+    expect(reply).toBe("hello 10.4.0.1\n");
+
+    await driver.disconnect("berth", "c1");
+    await driver.disconnect("berth", "c2");
+    await driver.removeNetwork("berth");
+    const nat = createNat({ table: TABLE, netns: hostNs });
+    expect(nat.listPublished()).toEqual([]);
+    expect(nat.listNetworks()).toEqual([]);
+    expect(inHost((rt) => rt.listLinks().map((l) => l.name))).toEqual(["lo"]);
+    expect(existsSync(join(dir, "state", "ipam", "berth"))).toBe(false);
+  });
+
+  it("isolates containers on different networks", async () => {
+    await driver.createNetwork({ name: "one", subnet: "10.233.1.0/24" });
+    await driver.createNetwork({ name: "two", subnet: "10.233.2.0/24" });
+    const c1 = containerNs("c1");
+    const c2 = containerNs("c2");
+    const c3 = containerNs("c3");
+    const a1 = await driver.connect("one", { containerId: "c1", netnsPath: c1 });
+    const a2 = await driver.connect("one", { containerId: "c2", netnsPath: c2 });
+    const a3 = await driver.connect("two", { containerId: "c3", netnsPath: c3 });
+    const ping = (from: string, to: string) =>
+      spawnSync("nsenter", [`--net=${from}`, BUSYBOX_PATH, "ping", "-c", "1", "-W", "1", to]).status;
+    expect(ping(c1, a2.ip)).toBe(0);
+    expect(ping(c1, a3.ip)).not.toBe(0);
+    expect(ping(c3, a1.ip)).not.toBe(0);
+    for (const [net, id] of [
+      ["one", "c1"],
+      ["one", "c2"],
+      ["two", "c3"],
+    ] as const)
+      await driver.disconnect(net, id);
+    await driver.removeNetwork("one");
+    await driver.removeNetwork("two");
+  });
+
+  it("gives 50 concurrent connects 50 distinct addresses and leaves nothing after disconnect", async () => {
+    await driver.createNetwork({ name: "many", subnet: "10.232.0.0/24" });
+    const ids = Array.from({ length: 50 }, (_, i) => `c${i}`);
+    const paths = ids.map((id) => containerNs(id));
+    const attachments = await Promise.all(
+      ids.map((id, i) => driver.connect("many", { containerId: id, netnsPath: paths[i] as string })),
+    );
+    expect(new Set(attachments.map((a) => a.ip)).size).toBe(50);
+    await Promise.all(ids.map((id) => driver.disconnect("many", id)));
+    expect(inHost((rt) => rt.listLinks().filter((l) => l.kind === "veth"))).toEqual([]);
+    expect(inHost((rt) => rt.findLink(hostVethOf("many", "c0")))).toBeUndefined();
+    await driver.removeNetwork("many");
+    expect(inHost((rt) => rt.listLinks().map((l) => l.name))).toEqual(["lo"]);
+  });
+});

@@ -1,0 +1,64 @@
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { join } from "node:path";
+
+/**
+ * Resolvers used when the host has only loopback ones (systemd-resolved's 127.0.0.53, a local
+ * dnsmasq): those addresses mean the container's own loopback inside its namespace, where nothing
+ * listens. Docker falls back the same way, to public resolvers.
+ */
+export const DEFAULT_NAMESERVERS = ["8.8.8.8", "8.8.4.4"] as const;
+
+/** Options of {@link writeHostsAndResolv}. */
+export interface HostsAndResolvOptions {
+  readonly hostname: string;
+  /** The container's address, mapped to `hostname` in /etc/hosts. */
+  readonly ip: string;
+  /** The host's resolv.conf to derive from (default `/etc/resolv.conf`); a missing file means no resolvers. */
+  readonly hostResolvConf?: string;
+}
+
+const isLoopback = (ip: string) => (isIP(ip) === 4 ? ip.startsWith("127.") : ip === "::1");
+
+/**
+ * The container's resolv.conf from the host's: `search`, `domain` and `options` lines are kept,
+ * loopback nameservers dropped, and {@link DEFAULT_NAMESERVERS} used when none is left.
+ */
+export function containerResolvConf(hostResolvConf: string): string {
+  const keep: string[] = [];
+  const servers: string[] = [];
+  for (const raw of hostResolvConf.split("\n")) {
+    const line = raw.trim();
+    const [key, value] = line.split(/\s+/, 2);
+    if (key === "nameserver" && value !== undefined) {
+      if (!isLoopback(value)) servers.push(value);
+    } else if (key === "search" || key === "domain" || key === "options") {
+      keep.push(line);
+    }
+  }
+  const ns = servers.length > 0 ? servers : [...DEFAULT_NAMESERVERS];
+  return `${[...ns.map((s) => `nameserver ${s}`), ...keep].join("\n")}\n`;
+}
+
+/**
+ * Writes `hosts` and `resolv.conf` for a container into `dir` (created when missing), for the
+ * runtime to bind-mount onto /etc/hosts and /etc/resolv.conf. Throws the `fs` errors of reading
+ * the host's resolv.conf (other than ENOENT) and of writing.
+ */
+export function writeHostsAndResolv(dir: string, options: HostsAndResolvOptions): void {
+  mkdirSync(dir, { recursive: true });
+  const hosts = [
+    "127.0.0.1\tlocalhost",
+    "::1\tlocalhost ip6-localhost ip6-loopback",
+    `${options.ip}\t${options.hostname}`,
+    "",
+  ].join("\n");
+  writeFileSync(join(dir, "hosts"), hosts, { mode: 0o644 });
+  let host = "";
+  try {
+    host = readFileSync(options.hostResolvConf ?? "/etc/resolv.conf", "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  writeFileSync(join(dir, "resolv.conf"), containerResolvConf(host), { mode: 0o644 });
+}
