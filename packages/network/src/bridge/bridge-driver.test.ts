@@ -185,6 +185,16 @@ describe.runIf(
     );
     // The 127.0.0.1 source is masqueraded to the bridge address on the way in.
     expect(reply).toBe("hello 10.4.0.1\n");
+    // Hairpin: the container reaches its own published port through the host's address, out and
+    // back in through the same bridge port.
+    const self = execFileSync(
+      "nsenter",
+      [`--net=${c2}`, process.execPath, "-e", CLIENT, a2.gateway, "18080"],
+      {
+        encoding: "utf8",
+      },
+    );
+    expect(self).toMatch(/^hello 10\.4\.0\.\d+\n$/);
 
     await driver.disconnect("berth", "c1");
     await driver.disconnect("berth", "c2");

@@ -321,6 +321,8 @@ class Driver implements BridgeDriver {
           master: record.bridge,
           up: true,
         });
+        // Hairpin: a container reaching its own published port goes out and back in this port.
+        rt.setHairpin(hostVeth, true);
       } finally {
         rt.close();
       }

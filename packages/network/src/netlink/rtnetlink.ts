@@ -22,7 +22,14 @@ import {
   VETH_INFO_PEER,
 } from "./constants.js";
 import { formatIp, formatMac, networkBytes, parseIp, parseMac, parsePrefix } from "./ip.js";
-import { type AttributeSpec, Attributes, attr, decodeAttributes, encodeAttributes } from "./message.js";
+import {
+  type AttributeSpec,
+  Attributes,
+  attr,
+  decodeAttributes,
+  encodeAttributes,
+  NLA_F_NESTED,
+} from "./message.js";
 
 /** A link named by its interface name (`berth0`) or its interface index. */
 export type LinkRef = string | number;
@@ -142,6 +149,11 @@ export interface RtnetlinkOptions extends NetlinkSocketOptions {
 }
 
 const familyOf = (f: 4 | 6) => (f === 4 ? AddressFamily.INET : AddressFamily.INET6);
+
+/** `IFLA_PROTINFO`: per-family port attributes; for AF_BRIDGE the `IFLA_BRPORT_*` set. */
+const IFLA_PROTINFO = 12;
+/** `IFLA_BRPORT_MODE`: the bridge port's hairpin mode (u8). */
+const IFLA_BRPORT_MODE = 4;
 
 function ifinfomsg(index = 0, flags = 0, change = 0, family: number = AddressFamily.UNSPEC): Buffer {
   // struct ifinfomsg: family u8, pad u8, type u16, index s32, flags u32, change u32.
@@ -442,6 +454,29 @@ export class Rtnetlink {
   setMaster(ref: LinkRef, master: LinkRef | null): void {
     const index = master === null ? 0 : this.linkIndex(master);
     this.#setLink(ref, [attr.u32(Ifla.MASTER, index)]);
+  }
+
+  /**
+   * Turns hairpin mode on or off for a bridge port (`bridge link set dev X hairpin on`): frames
+   * may then leave through the port they came in on, so a container reaches its own published
+   * port through the host's DNAT. The link must be enslaved to a bridge (`EOPNOTSUPP` otherwise).
+   */
+  setHairpin(ref: LinkRef, on: boolean): void {
+    // The bridge family's setlink looks the port up by ifindex only (no IFLA_IFNAME lookup).
+    const index = this.linkIndex(ref);
+    // RTM_SETLINK in the AF_BRIDGE family with IFLA_PROTINFO (nested) { IFLA_BRPORT_MODE u8 },
+    // as iproute2's `bridge link` sends it.
+    this.#request(
+      RtmType.SETLINK,
+      0,
+      [
+        ifinfomsg(index, 0, 0, AddressFamily.BRIDGE),
+        encodeAttributes([
+          { type: IFLA_PROTINFO | NLA_F_NESTED, value: [attr.u8(IFLA_BRPORT_MODE, on ? 1 : 0)] },
+        ]),
+      ],
+      { operation: "RTM_SETLINK", object: `${describe(ref)} (hairpin ${on ? "on" : "off"})` },
+    );
   }
 
   /** Sets the MTU. Throws `invalid-argument` outside 68..65535 (or what the device accepts). */
