@@ -3,8 +3,8 @@
  * lazily. libdeflate has no streaming API: it needs the whole input and an output buffer large
  * enough for the whole result, so it only fits data that is already complete in memory.
  */
-import { BerthError, dataLoss, invalidArgument, notImplemented } from "@berth/errdefs";
-import { loadLibc } from "./libc.js";
+import { BerthError, dataLoss, invalidArgument } from "@berth/errdefs";
+import { optionalLibrary } from "./libc.js";
 import type { NativeFunction } from "./native-codec.js";
 
 const LIBRARY = "libdeflate.so.0";
@@ -19,9 +19,6 @@ interface Libdeflate {
   readonly gzipCompress: NativeFunction;
 }
 
-let libdeflate: Libdeflate | undefined;
-let loadError: BerthError | undefined;
-
 // enum libdeflate_result
 const LIBDEFLATE_SUCCESS = 0;
 const LIBDEFLATE_INSUFFICIENT_SPACE = 3;
@@ -32,20 +29,8 @@ const LIBDEFLATE_INSUFFICIENT_SPACE = 3;
  *
  * @internal
  */
-export function loadLibdeflate(): Libdeflate {
-  if (libdeflate) return libdeflate;
-  if (loadError) throw loadError;
-  const { koffi } = loadLibc();
-  let lib: ReturnType<typeof koffi.load>;
-  try {
-    lib = koffi.load(LIBRARY);
-  } catch (cause) {
-    loadError = notImplemented(`${LIBRARY} could not be loaded (install the Debian package libdeflate0)`, {
-      cause,
-    });
-    throw loadError;
-  }
-  libdeflate = {
+export const loadLibdeflate: () => Libdeflate = optionalLibrary(LIBRARY, "libdeflate0", (lib) => {
+  return {
     allocDecompressor: lib.func("void *libdeflate_alloc_decompressor(void)"),
     freeDecompressor: lib.func("void libdeflate_free_decompressor(void *d)"),
     gzipDecompressEx: lib.func(
@@ -58,8 +43,7 @@ export function loadLibdeflate(): Libdeflate {
       "size_t libdeflate_gzip_compress(void *c, const uint8_t *in, size_t in_nbytes, void *out, size_t out_nbytes_avail)",
     ),
   };
-  return libdeflate;
-}
+});
 
 /** Whether libdeflate can be loaded here. Never throws. */
 export function libdeflateAvailable(): boolean {

@@ -3,8 +3,8 @@
  * libisal.so.2 (Debian package libisal2). igzip inflates about twice as fast as zlib on x86-64.
  */
 import { gzipSync } from "node:zlib";
-import { type BerthError, dataLoss, notImplemented } from "@berth/errdefs";
-import { loadLibc } from "./libc.js";
+import { dataLoss } from "@berth/errdefs";
+import { loadLibc, optionalLibrary } from "./libc.js";
 import {
   CodecGuard,
   callNative,
@@ -48,41 +48,25 @@ interface Isal {
   readonly inflate: NativeFunction;
 }
 
-let isal: Isal | undefined;
-let loadError: BerthError | undefined;
-
 /**
  * Loads ISA-L on first call and checks the struct layout with a known-answer test. Throws
  * `not-implemented` naming the library and the Debian package when it is missing or differs.
  *
  * @internal
  */
-export function loadIsal(): Isal {
-  if (isal) return isal;
-  if (loadError) throw loadError;
-  const { koffi } = loadLibc();
-  try {
-    const lib = koffi.load(LIBRARY);
-    const candidate: Isal = {
-      init: lib.func("void isal_inflate_init(void *state)"),
-      reset: lib.func("void isal_inflate_reset(void *state)"),
-      inflate: lib.func("int isal_inflate(void *state)"),
-    };
-    const sample = Buffer.from("berth isa-l layout check ".repeat(64));
-    const got = inflateWholeSync(candidate, gzipSync(sample));
-    if (!got.equals(sample)) throw new Error("known-answer test produced different bytes");
-    isal = candidate;
-    return isal;
-  } catch (cause) {
-    loadError = notImplemented(
-      `${LIBRARY} is not usable (install the Debian package libisal2; layout checked for ISA-L 2.30): ${
-        cause instanceof Error ? cause.message : String(cause)
-      }`,
-      { cause },
-    );
-    throw loadError;
-  }
-}
+export const loadIsal: () => Isal = optionalLibrary(LIBRARY, "libisal2", (lib) => {
+  const candidate: Isal = {
+    init: lib.func("void isal_inflate_init(void *state)"),
+    reset: lib.func("void isal_inflate_reset(void *state)"),
+    inflate: lib.func("int isal_inflate(void *state)"),
+  };
+  // The state struct's layout is taken from ISA-L 2.30's header: refuse another layout.
+  const sample = Buffer.from("berth isa-l layout check ".repeat(64));
+  const got = inflateWholeSync(candidate, gzipSync(sample));
+  if (!got.equals(sample))
+    throw new Error("known-answer test produced different bytes (layout checked for ISA-L 2.30)");
+  return candidate;
+});
 
 /** Whether ISA-L's igzip can be used here. Never throws. */
 export function isalAvailable(): boolean {

@@ -282,3 +282,38 @@ export function loadNetlinkLibc(): NetlinkLibc {
   };
   return netlinkLibc;
 }
+
+/**
+ * A lazy, memoised loader for an optional shared library (libzstd, libdeflate, ISA-L,
+ * libnftables): the first call loads `soname` through koffi and binds its functions with `bind`
+ * (which may also check the library, e.g. with a known-answer test, by throwing); later calls
+ * return the same bindings, or rethrow the same `not-implemented` error naming the library and the
+ * Debian package that provides it. Nothing is loaded until the first call.
+ *
+ * @internal
+ */
+export function optionalLibrary<T>(
+  soname: string,
+  debianPackage: string,
+  bind: (lib: LibraryHandle) => T,
+): () => T {
+  let bound: T | undefined;
+  let failure: BerthError | undefined;
+  return () => {
+    if (bound !== undefined) return bound;
+    if (failure !== undefined) throw failure;
+    const { koffi } = loadLibc();
+    try {
+      bound = bind(koffi.load(soname));
+      return bound;
+    } catch (cause) {
+      const why = cause instanceof Error ? `: ${cause.message}` : "";
+      failure = new BerthError(
+        "not-implemented",
+        `${soname} could not be loaded (install the Debian package ${debianPackage})${why}`,
+        { cause },
+      );
+      throw failure;
+    }
+  };
+}

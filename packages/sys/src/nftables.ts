@@ -3,8 +3,8 @@
  * loaded lazily. berth programs its own nftables table with it rather than encoding nf_tables
  * netlink bytecode by hand; see packages/network/README.md for why.
  */
-import { BerthError, ErrorCode, notImplemented } from "@berth/errdefs";
-import { loadLibc } from "./libc.js";
+import { BerthError, ErrorCode } from "@berth/errdefs";
+import { optionalLibrary } from "./libc.js";
 import type { NativeFunction } from "./native-codec.js";
 
 const LIBRARY = "libnftables.so.1";
@@ -19,9 +19,6 @@ interface Nftables {
   readonly getOutputBuffer: NativeFunction;
   readonly getErrorBuffer: NativeFunction;
 }
-
-let nft: Nftables | undefined;
-let loadError: BerthError | undefined;
 
 /** libnftables.h `NFT_CTX_DEFAULT`: a context that loads no include paths beyond the defaults. */
 const NFT_CTX_DEFAULT = 0;
@@ -40,22 +37,10 @@ export const NftOutputFlag = {
  *
  * @internal
  */
-export function loadNftables(): Nftables {
-  if (nft) return nft;
-  if (loadError) throw loadError;
-  const { koffi } = loadLibc();
-  let lib: ReturnType<typeof koffi.load>;
-  try {
-    lib = koffi.load(LIBRARY);
-  } catch (cause) {
-    loadError = notImplemented(`${LIBRARY} could not be loaded (install the Debian package libnftables1)`, {
-      cause,
-    });
-    throw loadError;
-  }
+export const loadNftables: () => Nftables = optionalLibrary(LIBRARY, "libnftables1", (lib) => {
   // `struct nft_ctx *` stays an opaque `void *`. The buffer getters return strings owned by the
   // context, valid until the next command or nft_ctx_free: koffi copies them into JS strings.
-  nft = {
+  return {
     ctxNew: lib.func("void *nft_ctx_new(uint32_t flags)"),
     ctxFree: lib.func("void nft_ctx_free(void *ctx)"),
     outputSetFlags: lib.func("void nft_ctx_output_set_flags(void *ctx, unsigned int flags)"),
@@ -65,8 +50,7 @@ export function loadNftables(): Nftables {
     getOutputBuffer: lib.func("const char *nft_ctx_get_output_buffer(void *ctx)"),
     getErrorBuffer: lib.func("const char *nft_ctx_get_error_buffer(void *ctx)"),
   };
-  return nft;
-}
+});
 
 /** Whether libnftables can be loaded here. Never throws. */
 export function nftablesAvailable(): boolean {

@@ -2,8 +2,8 @@
  * Streaming zstd through libzstd's stable API (`ZSTD_decompressStream`, `ZSTD_compressStream2` with
  * `ZSTD_inBuffer`/`ZSTD_outBuffer` structs), loaded lazily. Node 20's zlib has no zstd.
  */
-import { BerthError, dataLoss, notImplemented } from "@berth/errdefs";
-import { loadLibc } from "./libc.js";
+import { BerthError, dataLoss } from "@berth/errdefs";
+import { optionalLibrary } from "./libc.js";
 import {
   CodecGuard,
   callNative,
@@ -29,9 +29,6 @@ interface Zstd {
   readonly getErrorName: NativeFunction;
 }
 
-let zstd: Zstd | undefined;
-let loadError: BerthError | undefined;
-
 /** zstd.h `ZSTD_cParameter` and `ZSTD_EndDirective` values (stable API). */
 const ZSTD_c_compressionLevel = 100;
 const ZSTD_c_checksumFlag = 201;
@@ -44,22 +41,10 @@ const ZSTD_e_end = 2;
  *
  * @internal
  */
-export function loadZstd(): Zstd {
-  if (zstd) return zstd;
-  if (loadError) throw loadError;
-  const { koffi } = loadLibc();
-  let lib: ReturnType<typeof koffi.load>;
-  try {
-    lib = koffi.load(LIBRARY);
-  } catch (cause) {
-    loadError = notImplemented(`${LIBRARY} could not be loaded (install the Debian package libzstd1)`, {
-      cause,
-    });
-    throw loadError;
-  }
+export const loadZstd: () => Zstd = optionalLibrary(LIBRARY, "libzstd1", (lib) => {
   // Pointers are opaque `void *`; size_t results come back as number, or bigint above 2^53
   // (zstd's error codes are (size_t)-errno, so they are bigints).
-  zstd = {
+  return {
     createDCtx: lib.func("void *ZSTD_createDCtx(void)"),
     freeDCtx: lib.func("size_t ZSTD_freeDCtx(void *dctx)"),
     decompressStream: lib.func("size_t ZSTD_decompressStream(void *dctx, void *output, void *input)"),
@@ -72,8 +57,7 @@ export function loadZstd(): Zstd {
     isError: lib.func("unsigned int ZSTD_isError(size_t code)"),
     getErrorName: lib.func("const char *ZSTD_getErrorName(size_t code)"),
   };
-  return zstd;
-}
+});
 
 /** Whether libzstd can be loaded here. Never throws. */
 export function zstdAvailable(): boolean {
