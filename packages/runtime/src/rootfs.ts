@@ -28,6 +28,7 @@ import {
   makedev,
   mknod,
   mount,
+  PropagationFlags,
   parseMountOptions,
   pivotRoot,
   readMountInfo,
@@ -50,17 +51,6 @@ export const DEFAULT_DEVICES: readonly LinuxDevice[] = [
   { path: "/dev/urandom", type: "c", major: 1, minor: 9, fileMode: 0o666, uid: 0, gid: 0 },
   { path: "/dev/tty", type: "c", major: 5, minor: 0, fileMode: 0o666, uid: 0, gid: 0 },
 ];
-
-const propagationFlags: Readonly<Record<string, number>> = {
-  private: F.PRIVATE,
-  rprivate: F.PRIVATE | F.REC,
-  slave: F.SLAVE,
-  rslave: F.SLAVE | F.REC,
-  shared: F.SHARED,
-  rshared: F.SHARED | F.REC,
-  unbindable: F.UNBINDABLE,
-  runbindable: F.UNBINDABLE | F.REC,
-};
 
 /** Input of {@link setupRootfs}. */
 export interface RootfsOptions {
@@ -266,7 +256,7 @@ function readonlyPath(path: string): void {
 export function setupRootfs(opts: RootfsOptions): void {
   const { spec, rootfs } = opts;
   // Default rslave like runc: host mounts still reach the container, nothing flows back.
-  const rootProp = propagationFlags[spec.linux?.rootfsPropagation ?? "rslave"] ?? F.SLAVE | F.REC;
+  const rootProp = PropagationFlags[spec.linux?.rootfsPropagation ?? "rslave"] ?? F.SLAVE | F.REC;
   mount(null, "/", null, rootProp, null);
   // pivot_root refuses a shared new root or a shared parent of it.
   if ((rootProp & F.SHARED) !== 0) mount(null, "/", null, F.PRIVATE, null);

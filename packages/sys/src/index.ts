@@ -36,6 +36,7 @@ export {
   mount,
   mountAll,
   mountOne,
+  PropagationFlags,
   parseMountOptions,
   readMountInfo,
   unmount,

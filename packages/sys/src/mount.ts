@@ -76,7 +76,8 @@ const flagOptions: Readonly<Record<string, readonly [boolean, number]>> = {
   lazytime: [false, F.LAZYTIME],
 };
 
-const propagationOptions: Readonly<Record<string, number>> = {
+/** Mount propagation options (`rslave`, `private`, ...) and the `mount(2)` flags each stands for. */
+export const PropagationFlags: Readonly<Record<string, number>> = {
   private: F.PRIVATE,
   rprivate: F.PRIVATE | F.REC,
   shared: F.SHARED,
@@ -106,8 +107,8 @@ export function parseMountOptions(options: readonly string[]): ParsedMountOption
     if (flag) {
       const [clear, bit] = flag;
       flags = clear ? flags & ~bit : flags | bit;
-    } else if (propagationOptions[option] !== undefined) {
-      propagation |= propagationOptions[option] ?? 0;
+    } else if (PropagationFlags[option] !== undefined) {
+      propagation |= PropagationFlags[option] ?? 0;
     } else {
       data.push(option);
     }
