@@ -19,8 +19,7 @@ import { parseArgs } from "node:util";
 import { createLocalContentStore } from "@berth/content";
 import { namespacedContentStore, openMetadata } from "@berth/metadata";
 import { createResolver, fetchImage } from "@berth/remotes";
-import { startRegistry } from "@berth/testing";
-import { startContainerd } from "./lib/containerd.mjs";
+import { startContainerd, startRegistry } from "@berth/testing";
 import { ensureFixture, FIXTURE_TAG, readFixtureManifest } from "./lib/fixture.mjs";
 
 const TARGET_RATIO = 1.0;

@@ -1,4 +1,17 @@
 #!/usr/bin/env node
+import { createHash } from "node:crypto";
+import { createReadStream, readdirSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp } from "node:fs/promises";
+import { availableParallelism } from "node:os";
+import { basename, join } from "node:path";
+import { Writable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { Worker } from "node:worker_threads";
+import { createGunzip } from "node:zlib";
+import { applyLayer, decompressStream } from "@berth/archive";
+import { isalAvailable } from "@berth/sys";
 // Benchmark (not a test): pull AND unpack of a ~550 MB, 8-layer gzip image (~60 000 files) from a
 // loopback registry into an empty root. berth's CLI (`berth images pull`, which fetches and then
 // unpacks into the overlayfs snapshotter) against containerd 1.6's `ctr images pull` (fetch, then
@@ -16,20 +29,7 @@
 // third measured side.
 // Needs the built packages (`npm run build`), root, containerd + ctr, skopeo, docker-registry,
 // mkfs.ext4 and loop devices.
-import { createHash } from "node:crypto";
-import { createReadStream, readdirSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp } from "node:fs/promises";
-import { availableParallelism } from "node:os";
-import { basename, join } from "node:path";
-import { Writable } from "node:stream";
-import { pipeline } from "node:stream/promises";
-import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
-import { Worker } from "node:worker_threads";
-import { createGunzip } from "node:zlib";
-import { applyLayer, decompressStream } from "@berth/archive";
-import { isalAvailable } from "@berth/sys";
-import { startContainerd } from "./lib/containerd.mjs";
+import { startContainerd } from "@berth/testing";
 import { blobPath, ensureFixture, readFixtureManifest } from "./lib/fixture.mjs";
 import {
   capture,

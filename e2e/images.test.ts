@@ -3,10 +3,15 @@ import { mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { requiresCommand, requiresRoot, sharedRegistry } from "@berth/testing";
+import {
+  type ContainerdHandle,
+  requiresCommand,
+  requiresRoot,
+  sharedRegistry,
+  startContainerd,
+} from "@berth/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { berth } from "./berth.js";
-import { type ContainerdHandle, startContainerd } from "./containerd.js";
 
 const run = promisify(execFile);
 

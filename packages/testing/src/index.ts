@@ -7,6 +7,8 @@
  * @packageDocumentation
  */
 
+export type { ContainerdHandle } from "./containerd.js";
+export { startContainerd } from "./containerd.js";
 export type { Fixture, FixtureName, FixturePlatformImage, Fixtures } from "./fixtures.js";
 export {
   BUSYBOX_PATH,
