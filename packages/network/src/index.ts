@@ -139,4 +139,24 @@ export type {
 } from "./netlink/rtnetlink.js";
 export { Rtnetlink } from "./netlink/rtnetlink.js";
 export type { NetnsRef, NotPromise } from "./netns/netns.js";
-export { CURRENT_NETNS, createNetns, deleteNetns, openNetns, withNetns } from "./netns/netns.js";
+export { CURRENT_NETNS, createNetns, deleteNetns, openNetns, pinNetns, withNetns } from "./netns/netns.js";
+// Container networking through the lifecycle: prepare before create, setup after create, teardown
+// after delete, sweep after a restart; modes bridge, host, none, container:, ns:, cni:.
+export type {
+  ContainerNetwork,
+  NetworkManager,
+  NetworkManagerOptions,
+  NetworkMode,
+  NetworkMount,
+  NetworkPlan,
+  PrepareNetworkOptions,
+  SetupTarget,
+} from "./manager/manager.js";
+export {
+  createNetworkManager,
+  formatNetworkMode,
+  NetworkModeKind,
+  NetworkPhase,
+  parseNetworkMode,
+} from "./manager/manager.js";
+export { formatPortMapping, parsePortMapping } from "./manager/ports.js";

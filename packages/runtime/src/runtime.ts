@@ -92,6 +92,16 @@ export interface CreateOptions {
   readonly stdio?: StdioSpec;
 }
 
+/** Options of {@link Runtime.run}. */
+export interface RunOptions extends CreateOptions {
+  /**
+   * Called once the container is created and before it starts, with its state (the init's pid):
+   * where its network is set up. When it throws, the container is deleted and run rejects with
+   * that error.
+   */
+  readonly beforeStart?: (state: ContainerState) => Promise<void> | void;
+}
+
 /** Options of {@link Runtime.exec}. */
 export interface ExecOptions {
   readonly pidFile?: string;
@@ -124,7 +134,7 @@ export interface Runtime {
    * SIGWINCH to the container; deletes the container when it exits. Resolves to its exit code
    * (128 + signal when killed by a signal).
    */
-  run(id: string, bundle: string, options?: CreateOptions): Promise<number>;
+  run(id: string, bundle: string, options?: RunOptions): Promise<number>;
   /** The OCI state. `not-found` for an unknown id. */
   state(id: string): ContainerState;
   /**
@@ -652,7 +662,7 @@ class LocalRuntime implements Runtime {
     await runHooksWarn(HookKind.Poststop, spec.hooks.poststop, state, { cwd: bundle }, this.warn);
   }
 
-  async run(id: string, bundle: string, options: CreateOptions = {}): Promise<number> {
+  async run(id: string, bundle: string, options: RunOptions = {}): Promise<number> {
     const { child, control } = await this.createInit(id, bundle, options);
     control.close();
     const exited = new Promise<number>((resolveExit) => {
@@ -671,6 +681,7 @@ class LocalRuntime implements Runtime {
     };
     for (const sig of forwarded) process.on(sig, forward);
     try {
+      if (options.beforeStart !== undefined) await options.beforeStart(this.state(id));
       await this.start(id);
       return await exited;
     } finally {

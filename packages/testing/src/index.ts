@@ -21,6 +21,8 @@ export {
 } from "./fixtures.js";
 export type { FixturePlatform } from "./layout.js";
 export { MediaType, REF_NAME_ANNOTATION } from "./layout.js";
+export type { TcpServer } from "./net.js";
+export { hostNetworkSnapshot, serveTcp, tcpFetch } from "./net.js";
 export type { FixtureRefs } from "./push.js";
 export { pushFixtures } from "./push.js";
 export type { RegistryAuth, RegistryHandle, RegistryOptions, TokenServerHandle } from "./registry.js";

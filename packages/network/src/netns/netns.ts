@@ -75,6 +75,31 @@ export function createNetns(path: string): void {
 }
 
 /**
+ * Pins an existing network namespace (`source`: `/proc/PID/ns/net`, another pin) by bind-mounting
+ * it onto `path`, a new file (parent directories are created 0700), so that it can be named by path
+ * and outlives the processes in it until {@link deleteNetns}. Throws `already-exists` when `path`
+ * exists, a `SystemError` from mount (code `not-found` when `source` does not exist); on failure nothing is
+ * left behind.
+ */
+export function pinNetns(source: string, path: string): void {
+  if (path === "") throw invalidArgument("network namespace path is empty");
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  try {
+    closeSync(openSync(path, constants.O_RDONLY | constants.O_CREAT | constants.O_EXCL, 0o444));
+  } catch (err) {
+    if (isErrno(err, "EEXIST")) throw alreadyExists(`network namespace file ${path} exists`, { cause: err });
+    throw err;
+  }
+  try {
+    mount(source, path, null, MountFlag.BIND, null);
+  } catch (err) {
+    // A SystemError already: ENOENT for a missing source maps to `not-found`.
+    unlinkSync(path);
+    throw err;
+  }
+}
+
+/**
  * Removes a namespace made by {@link createNetns}: detaches the bind mount at `path` and unlinks the
  * file. Idempotent: returns false when `path` did not exist, true when it removed it. The namespace
  * itself goes away once nothing else holds it. Throws a `SystemError` for other failures (`EBUSY`
