@@ -381,12 +381,27 @@ export function buildProgram(
     .option("--snapshotter <name>", "snapshotter to use", "overlayfs")
     .option("--env <KEY=VALUE...>", "extra environment variables")
     .option("--read-only", "mount the root filesystem read-only")
+    .option(
+      "--network <mode>",
+      "none (default, like ctr: only lo), bridge, a network's name, host, container:<id>, ns:<path>, cni:<name>",
+    )
+    .option(
+      "-p, --publish <[ip:]host:container[/udp]...>",
+      "publish container ports on the host (implies --network bridge when no network is given)",
+    )
     .action(
       async (
         image: string,
         id: string,
         args: string[],
-        opts: { rm?: boolean; snapshotter: string; env?: string[]; readOnly?: boolean },
+        opts: {
+          rm?: boolean;
+          snapshotter: string;
+          env?: string[];
+          readOnly?: boolean;
+          network?: string;
+          publish?: string[];
+        },
       ) => {
         const c = await open();
         status.exitCode = await c.run(image, id, {
@@ -395,6 +410,8 @@ export function buildProgram(
           ...(args.length > 0 ? { args } : {}),
           ...(opts.env === undefined ? {} : { env: opts.env }),
           ...(opts.readOnly ? { readOnly: true } : {}),
+          ...(opts.network === undefined ? {} : { network: opts.network }),
+          ...(opts.publish === undefined ? {} : { ports: opts.publish }),
         });
       },
     );

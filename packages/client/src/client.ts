@@ -1,4 +1,4 @@
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Readable, Writable } from "node:stream";
 import { type ContentStore, createLocalContentStore, type Descriptor, Labels } from "@berth/content";
@@ -37,6 +37,17 @@ import {
   validateNamespace,
 } from "@berth/metadata";
 import {
+  type ContainerNetwork,
+  createNetworkManager,
+  type NetworkManager,
+  type NetworkManagerOptions,
+  type NetworkMode,
+  NetworkModeKind,
+  type PortMapping,
+  parseNetworkMode,
+  parsePortMapping,
+} from "@berth/network";
+import {
   type Credentials,
   type CredentialsFunction,
   createResolver,
@@ -46,7 +57,7 @@ import {
   pushImage,
   type Resolver,
 } from "@berth/remotes";
-import { checkContainerId, createRuntime } from "@berth/runtime";
+import { checkContainerId, createRuntime, type Spec, type StdioSpec } from "@berth/runtime";
 import { namespacedSnapshotter, type Snapshotter } from "@berth/snapshots";
 import { createNativeSnapshotter } from "@berth/snapshotter-native";
 import { createOverlaySnapshotter } from "@berth/snapshotter-overlay";
@@ -70,6 +81,11 @@ export interface ClientOptions {
    * `not-implemented`. Omit it for embedded mode.
    */
   readonly address?: string;
+  /**
+   * Container networking (embedded mode): the namespace playing the host, the nftables table, CNI
+   * directories. Network state lives in `<root>/network`.
+   */
+  readonly network?: Omit<NetworkManagerOptions, "stateDir">;
 }
 
 /** Label recording which image an active snapshot made by {@link Client.mountImage} came from. */
@@ -131,6 +147,18 @@ export interface RunCallOptions {
   readonly snapshotter?: string;
   /** Mount the root filesystem read-only. */
   readonly readOnly?: boolean;
+  /**
+   * The container's network (a mode or its `--network` text: `none`, `host`, `bridge`, a berth
+   * network's name, `container:<id>`, `ns:<path>`, `cni:<name>`). Default `none` like `ctr run`
+   * (a namespace of its own with only lo), or the default bridge network when `ports` are given.
+   */
+  readonly network?: NetworkMode | string;
+  /** Ports to publish (`[hostIP:]hostPort:containerPort[/udp]` or parsed mappings). */
+  readonly ports?: readonly (PortMapping | string)[];
+  /** The container's stdio (fds); this process's by default. */
+  readonly stdio?: StdioSpec;
+  /** Aborting kills the container (SIGKILL to all its processes); run then resolves with its exit code. */
+  readonly signal?: AbortSignal;
 }
 
 /** Options of {@link Client.push}. */
@@ -249,6 +277,8 @@ export interface Client {
    * `rm`, kept (for `berth commit`) otherwise.
    */
   run(name: string, id: string, options?: RunCallOptions): Promise<number>;
+  /** The network of a container started by {@link Client.run} (addresses, mode, ports); `not-found` when it has none. */
+  inspectContainerNetwork(id: string): Promise<ContainerNetwork>;
   /** Runs garbage collection over the whole root (every namespace). */
   garbageCollect(): Promise<GcResult>;
   /** Releases the database connection. */
@@ -272,7 +302,14 @@ export async function createClient(options: ClientOptions = {}): Promise<Client>
   mkdirSync(root, { recursive: true, mode: 0o700 });
   const backing = await createLocalContentStore(join(root, "content"));
   const meta = openMetadata(join(root, "metadata.db"), { contentStore: backing });
-  return new EmbeddedClient(namespace, meta, backing, root, options.state ?? "/run/berth");
+  return new EmbeddedClient(
+    namespace,
+    meta,
+    backing,
+    root,
+    options.state ?? "/run/berth",
+    options.network ?? {},
+  );
 }
 
 class EmbeddedClient implements Client {
@@ -287,6 +324,7 @@ class EmbeddedClient implements Client {
     private readonly backing: ContentStore,
     private readonly root: string,
     private readonly state: string,
+    private readonly networkOptions: Omit<NetworkManagerOptions, "stateDir">,
   ) {
     this.content = namespacedContentStore(meta, backing, namespace);
     this.images = meta.images(namespace);
@@ -696,40 +734,120 @@ class EmbeddedClient implements Client {
     });
   }
 
+  #network: NetworkManager | undefined;
+
+  private network(): NetworkManager {
+    this.#network ??= createNetworkManager({ ...this.networkOptions, stateDir: join(this.root, "network") });
+    return this.#network;
+  }
+
+  /**
+   * The network manager's key for a container: its id in the default namespace, `<namespace>.<id>`
+   * in others (network records are shared by every namespace of the root).
+   */
+  private networkKey(id: string): string {
+    return this.namespace === "default" ? id : `${this.namespace}.${id}`;
+  }
+
+  /** Tears down network records of containers that no runtime root of this state dir knows. */
+  private async sweepNetworks(): Promise<void> {
+    const live = new Set<string>();
+    const roots = join(this.state, "runtime");
+    let namespaces: string[] = [];
+    try {
+      namespaces = readdirSync(roots);
+    } catch {
+      // No container ever ran here.
+    }
+    for (const ns of namespaces) {
+      for (const c of createRuntime({ root: join(roots, ns) }).list()) {
+        live.add(ns === "default" ? c.id : `${ns}.${c.id}`);
+      }
+    }
+    await this.network().sweep((key) => live.has(key));
+  }
+
+  async inspectContainerNetwork(id: string): Promise<ContainerNetwork> {
+    checkContainerId(id);
+    return this.network().inspect(this.networkKey(id));
+  }
+
   async run(name: string, id: string, options: RunCallOptions = {}): Promise<number> {
     checkContainerId(id);
+    const ports = (options.ports ?? []).map((p) => (typeof p === "string" ? parsePortMapping(p) : p));
+    let mode: NetworkMode =
+      typeof options.network === "string"
+        ? parseNetworkMode(options.network)
+        : (options.network ??
+          (ports.length > 0 ? parseNetworkMode("bridge") : { kind: NetworkModeKind.None }));
+    if (mode.kind === NetworkModeKind.Container) {
+      checkContainerId(mode.container);
+      mode = { ...mode, container: this.networkKey(mode.container) };
+    }
     const image = await this.getImage(name);
     const snapshotterName = options.snapshotter ?? SnapshotterName.Overlay;
     const unpacked = await this.unpack(image.name, { snapshotter: snapshotterName });
     const snapshots = await this.snapshotter(snapshotterName);
-    const mounts = await snapshots.prepare(id, unpacked.chainId, {
-      labels: { [ImageLabel]: image.name, [Labels.GcRoot]: new Date().toISOString() },
-    });
+    const network = this.network();
+    const key = this.networkKey(id);
+    await this.sweepNetworks();
+    const plan = await network.prepare(key, { mode, ports, hostname: id });
     const bundle = join(this.state, this.namespace, id);
     const rootfs = join(bundle, "rootfs");
     let exitCode: number;
     try {
-      mkdirSync(rootfs, { recursive: true, mode: 0o700 });
-      mountAll(mounts, rootfs);
+      const mounts = await snapshots.prepare(id, unpacked.chainId, {
+        labels: { [ImageLabel]: image.name, [Labels.GcRoot]: new Date().toISOString() },
+      });
       try {
-        const config = (await resolveImage(this.content, image.target, choosePlatforms({}).any)).config;
-        const spec = specFromImage(config, {
-          rootfs: "rootfs",
-          hostname: id,
-          ...(options.args === undefined ? {} : { args: options.args }),
-          ...(options.env === undefined ? {} : { env: options.env }),
-          ...(options.readOnly ? { readOnly: true } : {}),
-        });
-        // The user lookup reads the rootfs, so resolve it against the mounted path.
-        writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2), { mode: 0o600 });
-        const runtime = createRuntime({ root: join(this.state, "runtime", this.namespace) });
-        exitCode = await runtime.run(id, bundle, {});
+        mkdirSync(rootfs, { recursive: true, mode: 0o700 });
+        mountAll(mounts, rootfs);
+        try {
+          const config = (await resolveImage(this.content, image.target, choosePlatforms({}).any)).config;
+          const base = specFromImage(config, {
+            rootfs: "rootfs",
+            hostname: id,
+            ...(options.args === undefined ? {} : { args: options.args }),
+            ...(options.env === undefined ? {} : { env: options.env }),
+            ...(options.readOnly ? { readOnly: true } : {}),
+          });
+          const spec: Spec = {
+            ...base,
+            mounts: [...(base.mounts ?? []), ...plan.mounts],
+            linux: {
+              ...base.linux,
+              namespaces: [
+                ...(base.linux?.namespaces ?? []).filter((ns) => ns.type !== "network"),
+                ...(plan.namespace === undefined ? [] : [plan.namespace]),
+              ],
+            },
+          };
+          writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2), { mode: 0o600 });
+          const runtime = createRuntime({ root: join(this.state, "runtime", this.namespace) });
+          const kill = () => {
+            runtime.kill(id, "SIGKILL", { all: true }).catch(() => undefined);
+          };
+          options.signal?.addEventListener("abort", kill, { once: true });
+          try {
+            exitCode = await runtime.run(id, bundle, {
+              ...(options.stdio === undefined ? {} : { stdio: options.stdio }),
+              beforeStart: async (state) => {
+                await network.setup(key, { pid: state.pid });
+                if (options.signal?.aborted) kill();
+              },
+            });
+          } finally {
+            options.signal?.removeEventListener("abort", kill);
+          }
+        } finally {
+          unmountRecursive(rootfs, { detach: true });
+        }
       } finally {
-        unmountRecursive(rootfs, { detach: true });
+        if (options.rm) await snapshots.remove(id).catch(() => undefined);
       }
     } finally {
       rmSync(bundle, { recursive: true, force: true });
-      if (options.rm) await snapshots.remove(id).catch(() => undefined);
+      await network.teardown(key);
     }
     return exitCode;
   }

@@ -1,0 +1,267 @@
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type Client, createClient } from "@berth/client";
+import { createNat, createNetns, createNetworkManager, deleteNetns, Rtnetlink } from "@berth/network";
+import { nftablesAvailable, readMountInfo } from "@berth/sys";
+import {
+  hostNetworkSnapshot,
+  requiresCommand,
+  requiresRoot,
+  serveTcp,
+  sharedRegistry,
+  type TcpServer,
+  tcpFetch,
+} from "@berth/testing";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+// Containers from a real image, run by the embedded client, networked by berth's bridge driver.
+// "The host" is a namespace made here: its bridges, veths and nftables table vanish with it. A
+// second namespace plays "the internet", joined to the host by a veth (192.0.2.1 host side,
+// 192.0.2.2 internet side) and with no route back to container subnets, so that only
+// masquerading lets containers reach it. The real host is only read, before and after.
+
+const TABLE = "berth_e2enet";
+const HOST_IP = "192.0.2.1";
+const INTERNET_IP = "192.0.2.2";
+
+interface Running {
+  /** Resolves with the exit code and what the container wrote to stdout and stderr. */
+  readonly done: Promise<{ code: number; output: string }>;
+  readonly abort: () => void;
+}
+
+describe.runIf(
+  requiresRoot("container networking (namespaces, nftables, containers)") &&
+    requiresCommand("nsenter", "container networking") &&
+    requiresCommand("ip", "host snapshot") &&
+    requiresCommand("nft", "host snapshot") &&
+    nftablesAvailable(),
+)("container networking (embedded client, bridge driver)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "berth-e2e-net-"));
+  const hostNs = join(dir, "ns", "host");
+  const internetNs = join(dir, "ns", "internet");
+  let before: Record<string, unknown>;
+  let client: Client;
+  let image = "";
+  let internet: TcpServer | undefined;
+  const running: Running[] = [];
+  let serial = 0;
+
+  beforeAll(async () => {
+    before = hostNetworkSnapshot();
+    createNetns(hostNs);
+    createNetns(internetNs);
+    const host = Rtnetlink.open({ netns: hostNs });
+    try {
+      host.setLinkUp("lo");
+      host.createVeth("up0", "eth0", { peerNetns: internetNs, up: true });
+      host.addAddress("up0", `${HOST_IP}/24`);
+    } finally {
+      host.close();
+    }
+    const world = Rtnetlink.open({ netns: internetNs });
+    try {
+      world.setLinkUp("lo");
+      world.setLinkUp("eth0");
+      world.addAddress("eth0", `${INTERNET_IP}/24`);
+    } finally {
+      world.close();
+    }
+    internet = await serveTcp(internetNs, 8080);
+    client = await createClient({
+      root: join(dir, "root"),
+      state: join(dir, "state"),
+      network: { hostNetns: hostNs, natTable: TABLE },
+    });
+    const { refs } = sharedRegistry();
+    image = (await client.pull(refs.single)).name;
+  });
+
+  afterAll(async () => {
+    for (const r of running.splice(0)) r.abort();
+    await internet?.stop();
+    await client?.close();
+    deleteNetns(internetNs);
+    deleteNetns(hostNs);
+    const mounts = readMountInfo().filter((m) => m.mountPoint.startsWith(dir));
+    rmSync(dir, { recursive: true, force: true });
+    expect(mounts).toEqual([]);
+    expect(hostNetworkSnapshot()).toEqual(before);
+  });
+
+  /** Starts container `id` running `script` under sh; its output goes to a file. */
+  function start(id: string, script: string, options: { network?: string; ports?: string[] } = {}): Running {
+    const log = join(dir, `${id}-${serial++}.log`);
+    const fd = openSync(log, "w");
+    const devNull = openSync("/dev/null", "r");
+    const controller = new AbortController();
+    const done = client
+      .run(image, id, {
+        rm: true,
+        args: ["sh", "-c", script],
+        stdio: [devNull, fd, fd],
+        signal: controller.signal,
+        ...(options.network === undefined ? {} : { network: options.network }),
+        ...(options.ports === undefined ? {} : { ports: options.ports }),
+      })
+      .then((code) => ({ code, output: readFileSync(log, "utf8") }))
+      .finally(() => {
+        closeSync(fd);
+        closeSync(devNull);
+      });
+    const r = { done, abort: () => controller.abort() };
+    running.push(r);
+    return r;
+  }
+
+  /** Runs a container to its end. */
+  const run = (id: string, script: string, options: { network?: string; ports?: string[] } = {}) =>
+    start(id, script, options).done;
+
+  /** A server container answering each TCP connection on port 80 with its hostname. */
+  async function server(id: string, options: { network?: string; ports?: string[] } = {}) {
+    const r = start(id, "exec nc -ll -p 80 -e hostname", { network: "bridge", ...options });
+    // Its network is set up before it starts; nc listens a moment later (clients retry).
+    for (let i = 0; i < 200; i++) {
+      const net = await client.inspectContainerNetwork(id).catch(() => undefined);
+      if (net?.phase === "ready") return { ...r, ip: net.addresses[0] as string };
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    throw new Error(`container ${id} did not get a network`);
+  }
+
+  const stop = async (r: Running) => {
+    r.abort();
+    await r.done;
+  };
+
+  /** Shell: connect to $1:$2 until it answers (at most ~3 s), printing the reply. */
+  const connect = (ip: string, port: number) =>
+    `for i in $(seq 30); do nc -w 1 ${ip} ${port} </dev/null && exit 0; sleep 0.1; done; echo unreachable; exit 1`;
+
+  /** tcpFetch from a namespace, retrying while the server in a container starts. */
+  async function fetchRetry(ns: string, ip: string, port: number): Promise<string> {
+    let last: unknown;
+    for (let i = 0; i < 30; i++) {
+      try {
+        return tcpFetch(ns, ip, port, 1000);
+      } catch (err) {
+        last = err;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    }
+    throw last;
+  }
+
+  it("two containers on one network reach each other; /etc/hosts names the container's address", async () => {
+    const web = await server("web");
+    const { code, output } = await run("client", `grep client /etc/hosts; ${connect(web.ip, 80)}`, {
+      network: "bridge",
+    });
+    expect(output).toMatch(/^10\.4\.0\.\d+\tclient\nweb\n$/);
+    expect(code).toBe(0);
+    await stop(web);
+  });
+
+  it("a container reaches 'the internet' through masquerade: the server sees the host's address", async () => {
+    const { code, output } = await run("surfer", connect(INTERNET_IP, 8080), { network: "bridge" });
+    expect(output).toBe(`hello ${HOST_IP}\n`);
+    expect(code).toBe(0);
+  });
+
+  it("a published port reaches the container from the host via 127.0.0.1 and the host's address, and from outside", async () => {
+    const web = await server("pub", { ports: ["8080:80"] });
+    expect(await fetchRetry(hostNs, "127.0.0.1", 8080)).toBe("pub\n");
+    expect(tcpFetch(hostNs, HOST_IP, 8080)).toBe("pub\n");
+    expect(tcpFetch(internetNs, HOST_IP, 8080)).toBe("pub\n");
+    const published = createNat({ table: TABLE, netns: hostNs }).listPublished();
+    expect(published).toMatchObject([
+      { containerId: "pub", hostPort: 8080, containerIP: web.ip, containerPort: 80 },
+    ]);
+    await stop(web);
+    // Torn down with the container.
+    expect(createNat({ table: TABLE, netns: hostNs }).listPublished()).toEqual([]);
+    expect(() => tcpFetch(hostNs, "127.0.0.1", 8080, 500)).toThrow();
+  });
+
+  it("containers on two different berth networks cannot reach each other", async () => {
+    const bridges = createNetworkManager({
+      stateDir: join(dir, "root", "network"),
+      hostNetns: hostNs,
+      natTable: TABLE,
+    }).bridge;
+    await bridges.createNetwork({ name: "red" });
+    await bridges.createNetwork({ name: "blue" });
+    const red = await server("red-web", { network: "red" });
+    const friend = await run("red-client", connect(red.ip, 80), { network: "red" });
+    expect(friend.output).toBe("red-web\n");
+    const stranger = await run("blue-client", connect(red.ip, 80).replace("seq 30", "seq 5"), {
+      network: "blue",
+    });
+    expect(stranger.output).toMatch(/(nc: timed out\n)+unreachable\n$/);
+    expect(stranger.code).toBe(1);
+    await stop(red);
+    await bridges.removeNetwork("red");
+    await bridges.removeNetwork("blue");
+  });
+
+  it("modes: none (only lo), host, container:<id>, ns:<path>", async () => {
+    const none = await run("solo", "ls /sys/class/net");
+    expect(none.output).toBe("lo\n");
+
+    const host = await run("hosted", "readlink /proc/self/ns/net", { network: "host" });
+    expect(host.output).toBe(`${readlinkSync("/proc/self/ns/net")}\n`);
+
+    const web = await server("side-web");
+    const side = await run("side", connect("127.0.0.1", 80), { network: "container:side-web" });
+    expect(side.output).toBe("side-web\n");
+    await stop(web);
+
+    const own = join(dir, "ns", "own");
+    createNetns(own);
+    try {
+      const joined = await run("joined", "readlink /proc/self/ns/net", { network: `ns:${own}` });
+      expect(joined.output).toBe(`net:[${statSync(own).ino}]\n`);
+    } finally {
+      deleteNetns(own);
+    }
+  });
+
+  it("leaves nothing behind in the host namespace once the containers are gone", async () => {
+    const links = Rtnetlink.open({ netns: hostNs });
+    try {
+      // The default network's bridge stays (like docker0); no container veth does.
+      expect(
+        links
+          .listLinks()
+          .map((l) => l.name)
+          .sort(),
+      ).toEqual(["berth0", "lo", "up0"]);
+    } finally {
+      links.close();
+    }
+    expect(createNat({ table: TABLE, netns: hostNs }).listPublished()).toEqual([]);
+    const state = join(dir, "root", "network");
+    expect(readdirSafe(join(state, "containers"))).toEqual([]);
+    expect(readdirSafe(join(state, "netns"))).toEqual([]);
+    expect(readdirSafe(join(state, "ipam", "berth")).filter((f) => /^\d/.test(f))).toEqual([]);
+  });
+});
+
+function readdirSafe(path: string): string[] {
+  try {
+    return readdirSync(path);
+  } catch {
+    return [];
+  }
+}
