@@ -1,4 +1,4 @@
-import { mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readMountInfo } from "@berth/sys";
@@ -53,5 +53,72 @@ describe.runIf(requiresRoot("berth run (namespaces, mounts, cgroups)"))("berth r
     );
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/not found/);
+  });
+
+  it("networks: none by default (only lo), --network host shares the host's, bad --network and -p are named", async () => {
+    const data = join(root, "data");
+    const state = join(root, "state");
+    const { refs } = sharedRegistry();
+    expect((await berth(data, "--state", state, "images", "pull", refs.single)).code).toBe(0);
+    const none = await berth(
+      data,
+      "--state",
+      state,
+      "run",
+      "--rm",
+      refs.single,
+      "e2e-none",
+      "ls",
+      "/sys/class/net",
+    );
+    expect(none.stdout).toBe("lo\n");
+    const host = await berth(
+      data,
+      "--state",
+      state,
+      "run",
+      "--rm",
+      "--network",
+      "host",
+      refs.single,
+      "e2e-host",
+      "readlink",
+      "/proc/self/ns/net",
+    );
+    expect(host.stdout).toBe(`${readlinkSync("/proc/self/ns/net")}\n`);
+    const unknown = await berth(
+      data,
+      "--state",
+      state,
+      "run",
+      "--network",
+      "nosuch",
+      refs.single,
+      "e2e-x",
+      "true",
+    );
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr).toMatch(/network nosuch not found/);
+    const badPort = await berth(data, "--state", state, "run", "-p", "80", refs.single, "e2e-x", "true");
+    expect(badPort.code).toBe(1);
+    expect(badPort.stderr).toMatch(/published port "80": expected \[HOSTIP:\]HOSTPORT:CONTAINERPORT/);
+    const hostPorts = await berth(
+      data,
+      "--state",
+      state,
+      "run",
+      "--network",
+      "host",
+      "-p",
+      "8080:80",
+      refs.single,
+      "e2e-x",
+      "true",
+    );
+    expect(hostPorts.stderr).toMatch(/cannot publish 8080:80\/tcp with network mode host/);
+    // Nothing of the refused runs is left: no network records, no bundles, no snapshot.
+    expect(readdirSync(join(data, "network", "containers"))).toEqual([]);
+    expect(readdirSync(join(state, "default"))).toEqual([]);
+    expect((await berth(data, "--state", state, "snapshots", "ls")).stdout).not.toMatch(/e2e-x/);
   });
 });

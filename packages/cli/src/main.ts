@@ -386,8 +386,9 @@ export function buildProgram(
       "none (default, like ctr: only lo), bridge, a network's name, host, container:<id>, ns:<path>, cni:<name>",
     )
     .option(
-      "-p, --publish <[ip:]host:container[/udp]...>",
-      "publish container ports on the host (implies --network bridge when no network is given)",
+      "-p, --publish <port>",
+      "publish a container port on the host, [ip:]hostPort:containerPort[/udp]; repeatable (implies --network bridge when no network is given)",
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
     )
     .action(
       async (
