@@ -4,7 +4,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { requiresCommand, requiresRoot } from "@berth/testing";
+import { hostNetworkSnapshot, requiresCommand, requiresRoot } from "@berth/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { CniPluginError } from "./errors.js";
 import { exportBridgeConflist } from "./export.js";
@@ -37,21 +37,6 @@ async function deleteNetns(path: string): Promise<void> {
   await rm(path, { force: true });
 }
 
-async function hostSnapshot(): Promise<string> {
-  const [links, routes, routes6, rules] = await Promise.all([
-    sh("ip", ["-j", "link"]),
-    sh("ip", ["-j", "route"]),
-    sh("ip", ["-j", "-6", "route"]),
-    sh("nft", ["-j", "list", "ruleset"]),
-  ]);
-  return JSON.stringify({
-    links: JSON.parse(links),
-    routes: JSON.parse(routes),
-    routes6: JSON.parse(routes6),
-    rules,
-  });
-}
-
 const enabled =
   requiresRoot("CNI plugins in test network namespaces") &&
   requiresCommand("unshare", "CNI plugins in test network namespaces") &&
@@ -60,7 +45,7 @@ const enabled =
   requiresCommand(join(PLUGIN_DIR, "bridge"), "CNI plugins in test network namespaces");
 
 describe.runIf(enabled)("the standard CNI plugins, run inside test network namespaces", () => {
-  let before: string;
+  let before: Record<string, unknown>;
   let dir: string;
   let hostNs: string;
   let ctrNs: string;
@@ -74,11 +59,11 @@ describe.runIf(enabled)("the standard CNI plugins, run inside test network names
   };
 
   beforeAll(async () => {
-    before = await hostSnapshot();
+    before = hostNetworkSnapshot();
   });
   afterAll(async () => {
     // THE SHARED MACHINE RULE: the host's links, routes and ruleset are exactly as they were.
-    expect(await hostSnapshot()).toBe(before);
+    expect(hostNetworkSnapshot()).toEqual(before);
   });
 
   beforeEach(async () => {
