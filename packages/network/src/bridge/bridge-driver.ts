@@ -2,8 +2,8 @@ import { createHash } from "node:crypto";
 import { linkSync, mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { alreadyExists, failedPrecondition, invalidArgument, isNotFound, notFound } from "@berth/errdefs";
-import { formatIp, formatNetwork, networksOverlap, parseCidr } from "../ipam/ip.js";
-import { createIpam, type Ipam, type IpamNetwork, resolveIpamRange } from "../ipam/ipam.js";
+import { formatIp, formatNetwork, type IpNetwork, networksOverlap, parseCidr } from "../ipam/ip.js";
+import { createIpam, type Ipam, type IpamNetwork, type IpamRange, resolveIpamRange } from "../ipam/ipam.js";
 import { createNat, type Nat, type PortMapping } from "../nat/nat.js";
 import { Rtnetlink } from "../netlink/rtnetlink.js";
 import { withNetns } from "../netns/netns.js";
@@ -19,6 +19,9 @@ export const DEFAULT_BRIDGE_NAME = "berth0";
  */
 export const DEFAULT_BRIDGE_SUBNET = "10.4.0.0/24";
 
+/** The link-local address of every dual-stack bridge (Docker uses the same). */
+const BRIDGE_LINK_LOCAL = "fe80::1/64";
+
 /** A bridge network as persisted in `<stateDir>/networks/<name>.json`. */
 export interface BridgeNetwork {
   readonly name: string;
@@ -28,6 +31,10 @@ export interface BridgeNetwork {
   readonly subnet: string;
   /** The bridge's address, the containers' default route. */
   readonly gateway: string;
+  /** IPv6 subnet in CIDR form, for a dual-stack network; absent on an IPv4-only one. */
+  readonly subnet6?: string;
+  /** The bridge's IPv6 address, the containers' IPv6 default route; present with {@link subnet6}. */
+  readonly gateway6?: string;
   /** RFC 3339 creation time. */
   readonly created: string;
 }
@@ -49,10 +56,20 @@ export interface BridgeDriverOptions {
 export interface CreateBridgeNetworkOptions {
   /** Letters, digits, `_`, `.`, `-`; at most 64 characters. */
   readonly name: string;
-  /** IPv4 CIDR; default the next /24 from {@link DEFAULT_BRIDGE_SUBNET} not used by another network. */
+  /**
+   * IPv4 CIDR; default the next /24 from {@link DEFAULT_BRIDGE_SUBNET} not used by another network.
+   * An IPv6 prefix here is refused: it goes in {@link subnet6}.
+   */
   readonly subnet?: string;
   /** Default: the subnet's first host address. */
   readonly gateway?: string;
+  /**
+   * IPv6 CIDR (`fd00:b0::/64`) to make the network dual-stack: every container then gets an IPv6
+   * address and route as well as its IPv4 ones. No default: without it the network is IPv4-only.
+   */
+  readonly subnet6?: string;
+  /** Default: the first address after {@link subnet6}'s network address. Only with `subnet6`. */
+  readonly gateway6?: string;
 }
 
 /** Options of {@link BridgeDriver.connect}. */
@@ -77,6 +94,12 @@ export interface BridgeAttachment {
   readonly mac: string;
   /** The host-side veth, enslaved to the bridge. */
   readonly hostVeth: string;
+  /** The container's IPv6 address (`fd00:b0::2`) on a dual-stack network; absent otherwise. */
+  readonly ip6?: string;
+  /** The prefix length of {@link ip6}'s subnet; present with `ip6`. */
+  readonly prefixLength6?: number;
+  /** The IPv6 default route's next hop (the network's `gateway6`); present with `ip6`. */
+  readonly gateway6?: string;
 }
 
 /**
@@ -90,9 +113,10 @@ export interface BridgeAttachment {
  */
 export interface BridgeDriver {
   /**
-   * Records a network. Throws `invalid-argument` for a bad name, subnet or gateway (or an IPv6
-   * subnet: not supported yet), `already-exists` when the name is taken or another network uses
-   * an overlapping subnet.
+   * Records a network, IPv4-only or, with `subnet6`, dual-stack. Throws `invalid-argument` for a
+   * bad name, subnet or gateway (an IPv6 `subnet`, an IPv4 `subnet6`, a `gateway6` without
+   * `subnet6`), `already-exists` when the name is taken or another network uses an overlapping
+   * subnet of either family.
    */
   createNetwork(options: CreateBridgeNetworkOptions): Promise<BridgeNetwork>;
   /** Every recorded network, sorted by name. */
@@ -113,6 +137,16 @@ export interface BridgeDriver {
    * for an unknown network (other than the default) or namespace, `invalid-argument` for bad
    * options, `already-exists` when a published port is taken, `resource-exhausted` when the
    * subnet is full.
+   *
+   * On a dual-stack network the container also gets an IPv6 address (allocated together with the
+   * IPv4 one: both or neither), an IPv6 default route via `gateway6`, and published ports answer
+   * on the host's IPv6 addresses too (not on `[::1]`: IPv6 has no route_localnet). Both the
+   * bridge's and the container's IPv6 addresses skip duplicate address detection, so they are
+   * usable when this returns (the bridge also gets `fe80::1/64`, for the same reason). It turns
+   * `net.ipv6.conf.all.forwarding` on in the host namespace, which also makes the kernel ignore
+   * router advertisements on interfaces whose `accept_ra` is 1 (a host configured by SLAAC wants
+   * `accept_ra=2` on its uplink, as with Docker's IPv6).
+   * Throws `failed-precondition` when IPv6 is disabled in the host namespace.
    */
   connect(network: string, options: ConnectOptions): Promise<BridgeAttachment>;
   /**
@@ -132,6 +166,24 @@ function checkName(what: string, name: string): void {
   }
 }
 
+/**
+ * Throws `already-exists` when `subnet` overlaps the subnet `of` picks from one of `networks`
+ * (networks without one, e.g. IPv4-only ones for an IPv6 subnet, are skipped).
+ */
+function checkOverlap(
+  where: string,
+  subnet: IpNetwork,
+  networks: readonly BridgeNetwork[],
+  of: (n: BridgeNetwork) => string | undefined,
+): void {
+  for (const n of networks) {
+    const other = of(n);
+    if (other !== undefined && networksOverlap(parseCidr(other).network, subnet)) {
+      throw alreadyExists(`${where}: subnet ${formatNetwork(subnet)} overlaps ${other} of network ${n.name}`);
+    }
+  }
+}
+
 const hash = (s: string) => createHash("sha256").update(s).digest("hex");
 
 /** The bridge name of a network: fits IFNAMSIZ (15 bytes) whatever the network's name. */
@@ -142,6 +194,27 @@ export function bridgeNameOf(network: string): string {
 /** The host-side veth of a container on a network (`vb` + 13 hex; 15 bytes). */
 export function hostVethOf(network: string, containerId: string): string {
   return `vb${hash(`${network}\0${containerId}`).slice(0, 13)}`;
+}
+
+/**
+ * Turns IPv6 forwarding on in the calling thread's network namespace. Writing `all` also sets
+ * `default` (for links created later) and every existing link, which is what the kernel's IPv6
+ * forwarding checks. Throws `failed-precondition` when the namespace has no IPv6 (booted with
+ * `ipv6.disable=1`).
+ */
+function enableIpv6Forwarding(network: string): void {
+  const path = "/proc/sys/net/ipv6/conf/all/forwarding";
+  try {
+    writeFileSync(path, "1");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") {
+      throw failedPrecondition(
+        `network ${network} is dual-stack but IPv6 is disabled in the host network namespace (${path} is missing)`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
 }
 
 /**
@@ -178,6 +251,22 @@ class Driver implements BridgeDriver {
     if (existing.some((n) => n.name === options.name)) {
       throw alreadyExists(`network ${options.name} already exists`);
     }
+    const where = `network ${options.name}`;
+    // Checked before anything else is parsed: an IPv6 prefix given as `subnet` would otherwise
+    // fail on its (IPv4) default range or gateway with a message that hides the real mistake.
+    if (options.subnet !== undefined && parseCidr(options.subnet).network.family !== 4) {
+      throw invalidArgument(
+        `${where}: subnet ${options.subnet} is IPv6; subnet is the IPv4 subnet, give an IPv6 subnet as subnet6`,
+      );
+    }
+    if (options.subnet6 !== undefined && parseCidr(options.subnet6).network.family !== 6) {
+      throw invalidArgument(
+        `${where}: subnet6 ${options.subnet6} is IPv4; subnet6 is the IPv6 subnet, give an IPv4 subnet as subnet`,
+      );
+    }
+    if (options.gateway6 !== undefined && options.subnet6 === undefined) {
+      throw invalidArgument(`${where}: gateway6 ${options.gateway6} is given without subnet6`);
+    }
     const taken = existing.map((n) => parseCidr(n.subnet).network);
     let subnet = options.subnet;
     if (subnet === undefined) {
@@ -192,22 +281,28 @@ class Driver implements BridgeDriver {
     }
     const range = resolveIpamRange(
       { subnet, ...(options.gateway === undefined ? {} : { gateway: options.gateway }) },
-      `network ${options.name} subnet`,
+      `${where} subnet`,
     );
-    if (range.subnet.family !== 4) {
-      throw invalidArgument(`network ${options.name}: subnet ${subnet} is IPv6; only IPv4 is supported`);
-    }
-    const clash = existing.find((n) => networksOverlap(parseCidr(n.subnet).network, range.subnet));
-    if (clash !== undefined) {
-      throw alreadyExists(
-        `network ${options.name}: subnet ${formatNetwork(range.subnet)} overlaps ${clash.subnet} of network ${clash.name}`,
-      );
-    }
+    checkOverlap(where, range.subnet, existing, (n) => n.subnet);
+    const range6 =
+      options.subnet6 === undefined
+        ? undefined
+        : resolveIpamRange(
+            {
+              subnet: options.subnet6,
+              ...(options.gateway6 === undefined ? {} : { gateway: options.gateway6 }),
+            },
+            `${where} subnet6`,
+          );
+    if (range6 !== undefined) checkOverlap(where, range6.subnet, existing, (n) => n.subnet6);
     const record: BridgeNetwork = {
       name: options.name,
       bridge: bridgeNameOf(options.name),
       subnet: formatNetwork(range.subnet),
       gateway: formatIp(range.gateway),
+      ...(range6 === undefined
+        ? {}
+        : { subnet6: formatNetwork(range6.subnet), gateway6: formatIp(range6.gateway) }),
       created: new Date().toISOString(),
     };
     mkdirSync(this.#networks, { recursive: true, mode: 0o700 });
@@ -256,10 +351,11 @@ class Driver implements BridgeDriver {
 
   async removeNetwork(name: string): Promise<void> {
     const record = await this.inspectNetwork(name);
-    const leases = await this.#ipam.list(name);
-    if (leases.length > 0) {
+    // A container on a dual-stack network holds two leases: count containers, not addresses.
+    const connected = [...new Set((await this.#ipam.list(name)).map((l) => l.containerId))];
+    if (connected.length > 0) {
       throw failedPrecondition(
-        `network ${name} has ${leases.length} connected container(s): ${leases.map((l) => l.containerId).join(", ")}`,
+        `network ${name} has ${connected.length} connected container(s): ${connected.join(", ")}`,
       );
     }
     this.#nat.removeNetwork(name);
@@ -278,7 +374,11 @@ class Driver implements BridgeDriver {
   }
 
   #ipamNetwork(n: BridgeNetwork): IpamNetwork {
-    return { name: n.name, ranges: [{ subnet: n.subnet, gateway: n.gateway }] };
+    const ranges: IpamRange[] = [{ subnet: n.subnet, gateway: n.gateway }];
+    if (n.subnet6 !== undefined) {
+      ranges.push({ subnet: n.subnet6, ...(n.gateway6 === undefined ? {} : { gateway: n.gateway6 }) });
+    }
+    return { name: n.name, ranges };
   }
 
   async #record(network: string): Promise<BridgeNetwork> {
@@ -300,9 +400,15 @@ class Driver implements BridgeDriver {
     const record = await this.#record(network);
     const ifname = options.ifname ?? "eth0";
     const hostVeth = hostVethOf(record.name, options.containerId);
-    const [address] = await this.#ipam.allocate(this.#ipamNetwork(record), options.containerId);
-    if (address === undefined) throw invalidArgument(`network ${record.name} has no IPv4 range`);
+    // One call for both families: the IPAM hands out one address per range, all or nothing.
+    const addresses = await this.#ipam.allocate(this.#ipamNetwork(record), options.containerId);
+    const address = addresses.find((a) => a.family === 4);
+    const address6 = addresses.find((a) => a.family === 6);
     try {
+      if (address === undefined) throw invalidArgument(`network ${record.name} has no IPv4 range`);
+      if (record.subnet6 !== undefined && address6 === undefined) {
+        throw invalidArgument(`network ${record.name} has no IPv6 range for subnet6 ${record.subnet6}`);
+      }
       const rt = this.#rtnl();
       try {
         if (rt.findLink(record.bridge) === undefined) {
@@ -314,6 +420,19 @@ class Driver implements BridgeDriver {
           }
         }
         rt.addAddress(record.bridge, `${record.gateway}/${address.prefixLength}`, { replace: true });
+        if (address6 !== undefined) {
+          // Without NODAD the gateway stays "tentative" (unusable) for a second or two of duplicate
+          // address detection, longer while the bridge has no carrier: no port up yet.
+          rt.addAddress(record.bridge, `${address6.gateway}/${address6.prefixLength}`, {
+            replace: true,
+            noDad: true,
+          });
+          // The kernel solicits a neighbour for a forwarded packet (one arriving on another link,
+          // DNATed to a published port) from a link-local address of the bridge, and sends
+          // nothing while the only one is still tentative: the first seconds of traffic from
+          // outside would be lost. A link-local of our own without DAD is usable at once.
+          rt.addAddress(record.bridge, BRIDGE_LINK_LOCAL, { replace: true, noDad: true });
+        }
         // A retried connect replaces the previous pair (deleting one end removes both).
         rt.deleteLink(hostVeth, { ignoreMissing: true });
         rt.createVeth(hostVeth, ifname, {
@@ -327,7 +446,10 @@ class Driver implements BridgeDriver {
         rt.close();
       }
       // /proc/sys/net shows the namespace of the thread that opens it.
-      const enableForwarding = () => writeFileSync("/proc/sys/net/ipv4/ip_forward", "1");
+      const enableForwarding = () => {
+        writeFileSync("/proc/sys/net/ipv4/ip_forward", "1");
+        if (address6 !== undefined) enableIpv6Forwarding(record.name);
+      };
       if (this.#host === undefined) enableForwarding();
       else withNetns(this.#host, enableForwarding);
 
@@ -337,18 +459,25 @@ class Driver implements BridgeDriver {
         ctr.setLinkUp("lo");
         ctr.addAddress(ifname, address.cidr, { replace: true });
         ctr.setLinkUp(ifname);
+        // NODAD for the same reason as the gateway: the address must work when connect returns.
+        if (address6 !== undefined) ctr.addAddress(ifname, address6.cidr, { replace: true, noDad: true });
         ctr.addRoute({ gateway: address.gateway, link: ifname });
+        if (address6 !== undefined) ctr.addRoute({ gateway: address6.gateway, link: ifname });
         mac = ctr.getLink(ifname).mac ?? "";
       } finally {
         ctr.close();
       }
 
       this.#nat.setup();
-      this.#nat.addNetwork({ name: record.name, bridge: record.bridge, subnets: [record.subnet] });
+      this.#nat.addNetwork({
+        name: record.name,
+        bridge: record.bridge,
+        subnets: record.subnet6 === undefined ? [record.subnet] : [record.subnet, record.subnet6],
+      });
       if (options.ports !== undefined && options.ports.length > 0) {
         this.#nat.addContainer({
           id: options.containerId,
-          addresses: [address.address],
+          addresses: addresses.map((a) => a.address),
           ports: options.ports,
         });
       }
@@ -358,6 +487,9 @@ class Driver implements BridgeDriver {
         gateway: address.gateway,
         mac,
         hostVeth,
+        ...(address6 === undefined
+          ? {}
+          : { ip6: address6.address, prefixLength6: address6.prefixLength, gateway6: address6.gateway }),
       };
     } catch (err) {
       await this.disconnect(record.name, options.containerId).catch(() => undefined);

@@ -14,6 +14,8 @@ export interface HostsAndResolvOptions {
   readonly hostname: string;
   /** The container's address, mapped to `hostname` in /etc/hosts. */
   readonly ip: string;
+  /** The container's IPv6 address on a dual-stack network, also mapped to `hostname`. */
+  readonly ip6?: string;
   /** The host's resolv.conf to derive from (default `/etc/resolv.conf`); a missing file means no resolvers. */
   readonly hostResolvConf?: string;
 }
@@ -51,6 +53,7 @@ export function writeHostsAndResolv(dir: string, options: HostsAndResolvOptions)
     "127.0.0.1\tlocalhost",
     "::1\tlocalhost ip6-localhost ip6-loopback",
     `${options.ip}\t${options.hostname}`,
+    ...(options.ip6 === undefined ? [] : [`${options.ip6}\t${options.hostname}`]),
     "",
   ].join("\n");
   writeFileSync(join(dir, "hosts"), hosts, { mode: 0o644 });
