@@ -17,14 +17,23 @@ export function addNetworkCommands(program: Command, root: () => string, out: (s
     .argument("<name>")
     .option("--subnet <cidr>", "IPv4 subnet (default: the next free /24 from 10.4.0.0/24)")
     .option("--gateway <ip>", "gateway address on the bridge (default: the subnet's first address)")
-    .action(async (name: string, opts: { subnet?: string; gateway?: string }) => {
-      const n = await driver().createNetwork({
-        name,
-        ...(opts.subnet === undefined ? {} : { subnet: opts.subnet }),
-        ...(opts.gateway === undefined ? {} : { gateway: opts.gateway }),
-      });
-      out(n.name);
-    });
+    .option("--subnet6 <cidr>", "also an IPv6 subnet (dual-stack), e.g. fd00:b0::/64")
+    .option("--gateway6 <ip>", "IPv6 gateway on the bridge (default: the IPv6 subnet's first address)")
+    .action(
+      async (
+        name: string,
+        opts: { subnet?: string; gateway?: string; subnet6?: string; gateway6?: string },
+      ) => {
+        const n = await driver().createNetwork({
+          name,
+          ...(opts.subnet === undefined ? {} : { subnet: opts.subnet }),
+          ...(opts.gateway === undefined ? {} : { gateway: opts.gateway }),
+          ...(opts.subnet6 === undefined ? {} : { subnet6: opts.subnet6 }),
+          ...(opts.gateway6 === undefined ? {} : { gateway6: opts.gateway6 }),
+        });
+        out(n.name);
+      },
+    );
 
   network
     .command("ls")
@@ -34,8 +43,8 @@ export function addNetworkCommands(program: Command, root: () => string, out: (s
       const all = await driver().listNetworks();
       out(
         formatTable(
-          ["NAME", "BRIDGE", "SUBNET", "GATEWAY"],
-          all.map((n) => [n.name, n.bridge, n.subnet, n.gateway]),
+          ["NAME", "BRIDGE", "SUBNET", "GATEWAY", "SUBNET6"],
+          all.map((n) => [n.name, n.bridge, n.subnet, n.gateway, n.subnet6 ?? ""]),
         ),
       );
     });

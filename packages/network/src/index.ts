@@ -60,23 +60,26 @@ export {
   DEFAULT_CNI_PLUGIN_PATHS,
 } from "./cni/types.js";
 // IPAM: host-local style allocations (one file per address, flock + link for cross-process
-// safety, round-robin), and the bigint CIDR math it rests on. ipam/ip.ts's parseIp, formatIp,
-// IpAddress and IpPrefix are not re-exported here: netlink/ip.ts has its own under those names.
-export type { IpFamily, IpNetwork } from "./ipam/ip.js";
+// safety, round-robin), and the package's one IP module: bigint CIDR math, text and netlink bytes.
+export type { IpAddress, IpFamily, IpNetwork, IpPrefix } from "./ipam/ip.js";
 export {
   addToIp,
   compareIp,
   familyBits,
   firstAddress,
+  formatIp,
   formatNetwork,
   formatPrefix,
   ipEquals,
+  ipFromBytes,
+  ipToBytes,
   lastAddress,
   networkContains,
   networkOf,
   networkSize,
   networksOverlap,
   parseCidr,
+  parseIp,
   tryParseIp,
 } from "./ipam/ip.js";
 export type {
@@ -89,6 +92,26 @@ export type {
   ResolvedIpamRange,
 } from "./ipam/ipam.js";
 export { createIpam, resolveIpamRange } from "./ipam/ipam.js";
+// Container networking through the lifecycle: prepare before create, setup after create, teardown
+// after delete, sweep after a restart; modes bridge, host, none, container:, ns:, cni:.
+export type {
+  ContainerNetwork,
+  NetworkManager,
+  NetworkManagerOptions,
+  NetworkMode,
+  NetworkMount,
+  NetworkPlan,
+  PrepareNetworkOptions,
+  SetupTarget,
+} from "./manager/manager.js";
+export {
+  createNetworkManager,
+  formatNetworkMode,
+  NetworkModeKind,
+  NetworkPhase,
+  parseNetworkMode,
+} from "./manager/manager.js";
+export { formatPortMapping, parsePortMapping } from "./manager/ports.js";
 // NAT and published ports: berth's own `inet` nftables table, programmed through libnftables.
 export type {
   Nat,
@@ -101,8 +124,7 @@ export type {
 } from "./nat/nat.js";
 export { createNat, NAT_DEFAULT_TABLE, PortProtocol } from "./nat/nat.js";
 // Netlink and network namespaces: the rtnetlink client (links, addresses, routes), its message
-// codec, and namespace handles. netlink/ip.ts's parseIp/formatIp stay internal (ipam/ip.ts exports
-// the public ones).
+// codec, and namespace handles.
 export type { RequestContext } from "./netlink/connection.js";
 export { NetlinkConnection } from "./netlink/connection.js";
 export {
@@ -140,23 +162,3 @@ export type {
 export { Rtnetlink } from "./netlink/rtnetlink.js";
 export type { NetnsRef, NotPromise } from "./netns/netns.js";
 export { CURRENT_NETNS, createNetns, deleteNetns, openNetns, pinNetns, withNetns } from "./netns/netns.js";
-// Container networking through the lifecycle: prepare before create, setup after create, teardown
-// after delete, sweep after a restart; modes bridge, host, none, container:, ns:, cni:.
-export type {
-  ContainerNetwork,
-  NetworkManager,
-  NetworkManagerOptions,
-  NetworkMode,
-  NetworkMount,
-  NetworkPlan,
-  PrepareNetworkOptions,
-  SetupTarget,
-} from "./manager/manager.js";
-export {
-  createNetworkManager,
-  formatNetworkMode,
-  NetworkModeKind,
-  NetworkPhase,
-  parseNetworkMode,
-} from "./manager/manager.js";
-export { formatPortMapping, parsePortMapping } from "./manager/ports.js";

@@ -250,3 +250,29 @@ export function compareIp(a: IpAddress, b: IpAddress): number {
 export function ipEquals(a: IpAddress, b: IpAddress): boolean {
   return a.family === b.family && a.value === b.value;
 }
+
+/** The address as netlink and the kernel carry it: 4 or 16 bytes in network order. */
+export function ipToBytes(ip: IpAddress): Buffer {
+  const length = familyBits(ip.family) / 8;
+  const bytes = Buffer.alloc(length);
+  let value = ip.value;
+  for (let i = length - 1; i >= 0; i--) {
+    bytes[i] = Number(value & 0xffn);
+    value >>= 8n;
+  }
+  return bytes;
+}
+
+/**
+ * The address of 4 (IPv4) or 16 (IPv6) network-order bytes.
+ *
+ * @throws `invalid-argument` for any other length.
+ */
+export function ipFromBytes(bytes: Uint8Array): IpAddress {
+  if (bytes.length !== 4 && bytes.length !== 16) {
+    throw invalidArgument(`an IP address has 4 or 16 bytes, not ${bytes.length}`);
+  }
+  let value = 0n;
+  for (const b of bytes) value = (value << 8n) | BigInt(b);
+  return { family: bytes.length === 4 ? 4 : 6, value };
+}

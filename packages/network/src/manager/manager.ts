@@ -474,7 +474,7 @@ class Manager implements NetworkManager {
           netnsPath: pin,
           ...(record.ports.length > 0 ? { ports: record.ports } : {}),
         });
-        result = { addresses: [a.ip], interface: "eth0", mac: a.mac };
+        result = { addresses: a.ip6 === undefined ? [a.ip] : [a.ip, a.ip6], interface: "eth0", mac: a.mac };
       } else if (record.mode.kind === NetworkModeKind.Cni && record.cniConflist !== undefined) {
         const portMappings: CniPortMapping[] = record.ports.map((p) => ({
           hostPort: p.hostPort,

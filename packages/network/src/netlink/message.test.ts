@@ -1,6 +1,6 @@
 import { isDataLoss, isInvalidArgument } from "@berth/errdefs";
 import { describe, expect, it } from "vitest";
-import { formatIp, formatMac, networkBytes, parseIp, parseMac, parsePrefix } from "./ip.js";
+import { formatIpBytes, formatMac, ipBytes, networkBytes, parseMac, prefixBytes } from "./ip.js";
 import {
   Attributes,
   align4,
@@ -91,23 +91,23 @@ describe("messages", () => {
 
 describe("addresses", () => {
   it("parses and formats IPv4 and IPv6", () => {
-    expect([...parseIp("10.88.0.2").bytes]).toEqual([10, 88, 0, 2]);
-    expect(parseIp("FD00:0:0:0:0:0:0:1").address).toBe("fd00::1");
-    expect(parseIp("::").address).toBe("::");
-    expect(parseIp("2001:db8:0:0:1:0:0:1").address).toBe("2001:db8::1:0:0:1");
-    expect(parseIp("::ffff:10.0.0.1").bytes.subarray(10).toString("hex")).toBe("ffff0a000001");
-    expect(formatIp(parseIp("fe80::1:2").bytes)).toBe("fe80::1:2");
-    expect(() => parseIp("10.0.0.256")).toThrow(expect.objectContaining({ code: "invalid-argument" }));
-    expect(() => parseIp("fe80::1%eth0")).toThrow(expect.objectContaining({ code: "invalid-argument" }));
+    expect([...ipBytes("10.88.0.2").bytes]).toEqual([10, 88, 0, 2]);
+    expect(ipBytes("FD00:0:0:0:0:0:0:1").address).toBe("fd00::1");
+    expect(ipBytes("::").address).toBe("::");
+    expect(ipBytes("2001:db8:0:0:1:0:0:1").address).toBe("2001:db8::1:0:0:1");
+    expect(ipBytes("::ffff:10.0.0.1").bytes.subarray(10).toString("hex")).toBe("ffff0a000001");
+    expect(formatIpBytes(ipBytes("fe80::1:2").bytes)).toBe("fe80::1:2");
+    expect(() => ipBytes("10.0.0.256")).toThrow(expect.objectContaining({ code: "invalid-argument" }));
+    expect(() => ipBytes("fe80::1%eth0")).toThrow(expect.objectContaining({ code: "invalid-argument" }));
   });
 
   it("parses prefixes and computes networks", () => {
-    expect(parsePrefix("10.88.0.2/16").prefixLength).toBe(16);
-    expect(parsePrefix("fd00::2").prefixLength).toBe(128);
-    expect([...networkBytes(parsePrefix("10.88.7.2/20").bytes, 20)]).toEqual([10, 88, 0, 0]);
+    expect(prefixBytes("10.88.0.2/16").prefixLength).toBe(16);
+    expect(prefixBytes("fd00::2").prefixLength).toBe(128);
+    expect([...networkBytes(prefixBytes("10.88.7.2/20").bytes, 20)]).toEqual([10, 88, 0, 0]);
     let err: unknown;
     try {
-      parsePrefix("10.0.0.1/33");
+      prefixBytes("10.0.0.1/33");
     } catch (e) {
       err = e;
     }

@@ -21,7 +21,7 @@ import {
   RtTable,
   VETH_INFO_PEER,
 } from "./constants.js";
-import { formatIp, formatMac, networkBytes, parseIp, parseMac, parsePrefix } from "./ip.js";
+import { formatIpBytes, formatMac, ipBytes, networkBytes, parseMac, prefixBytes } from "./ip.js";
 import {
   type AttributeSpec,
   Attributes,
@@ -258,7 +258,7 @@ function decodeAddress(payload: Buffer): InterfaceAddress {
   return {
     linkIndex: payload.readUInt32LE(4),
     family: payload.readUInt8(0) === AddressFamily.INET ? 4 : 6,
-    address: formatIp(bytes),
+    address: formatIpBytes(bytes),
     prefixLength: payload.readUInt8(1),
     scope: payload.readUInt8(3),
     flags: a.u32(Ifa.FLAGS) ?? payload.readUInt8(2),
@@ -274,15 +274,15 @@ function decodeRoute(payload: Buffer): Route {
   const source = a.get(Rta.PREFSRC);
   return {
     family: payload.readUInt8(0) === AddressFamily.INET ? 4 : 6,
-    destination: dstLen === 0 || !dst ? "default" : `${formatIp(dst)}/${dstLen}`,
-    gateway: gateway ? formatIp(gateway) : undefined,
+    destination: dstLen === 0 || !dst ? "default" : `${formatIpBytes(dst)}/${dstLen}`,
+    gateway: gateway ? formatIpBytes(gateway) : undefined,
     linkIndex: a.u32(Rta.OIF),
     table: a.u32(Rta.TABLE) ?? payload.readUInt8(4),
     protocol: payload.readUInt8(5),
     scope: payload.readUInt8(6),
     type: payload.readUInt8(7),
     metric: a.u32(Rta.PRIORITY),
-    preferredSource: source ? formatIp(source) : undefined,
+    preferredSource: source ? formatIpBytes(source) : undefined,
   };
 }
 
@@ -530,7 +530,7 @@ export class Rtnetlink {
   // ---- addresses ----
 
   #addressRequest(type: number, flags: number, ref: LinkRef, cidr: string, noDad: boolean): void {
-    const p = parsePrefix(cidr);
+    const p = prefixBytes(cidr);
     const index = this.linkIndex(ref);
     const attrs: AttributeSpec[] = [attr.bytes(Ifa.LOCAL, p.bytes), attr.bytes(Ifa.ADDRESS, p.bytes)];
     if (p.family === 4 && p.prefixLength < 31 && type === RtmType.NEWADDR) {
@@ -599,8 +599,8 @@ export class Rtnetlink {
 
   #routeMessage(spec: RouteSpec, add: boolean): { parts: Buffer[]; object: string } {
     const destination = spec.destination ?? "default";
-    const dst = destination === "default" ? undefined : parsePrefix(destination);
-    const gateway = spec.gateway === undefined ? undefined : parseIp(spec.gateway);
+    const dst = destination === "default" ? undefined : prefixBytes(destination);
+    const gateway = spec.gateway === undefined ? undefined : ipBytes(spec.gateway);
     const family = dst?.family ?? gateway?.family ?? spec.family ?? 4;
     if ((dst && dst.family !== family) || (gateway && gateway.family !== family))
       throw invalidArgument(
@@ -616,7 +616,7 @@ export class Rtnetlink {
     if (gateway) attrs.push(attr.bytes(Rta.GATEWAY, gateway.bytes));
     if (spec.link !== undefined) attrs.push(attr.u32(Rta.OIF, this.linkIndex(spec.link)));
     if (spec.metric !== undefined) attrs.push(attr.u32(Rta.PRIORITY, spec.metric));
-    if (spec.source !== undefined) attrs.push(attr.bytes(Rta.PREFSRC, parseIp(spec.source).bytes));
+    if (spec.source !== undefined) attrs.push(attr.bytes(Rta.PREFSRC, ipBytes(spec.source).bytes));
     attrs.push(attr.u32(Rta.TABLE, table));
     const header = rtmsg({
       family: familyOf(family),
