@@ -23,6 +23,7 @@ import {
   tcpFetch,
 } from "@berth/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { berth } from "./berth.js";
 
 // Containers from a real image, run by the embedded client, networked by berth's bridge driver.
 // "The host" is a namespace made here: its bridges, veths and nftables table vanish with it. A
@@ -265,3 +266,52 @@ function readdirSafe(path: string): string[] {
     return [];
   }
 }
+
+describe.runIf(
+  requiresRoot("berth network CLI") &&
+    requiresCommand("ip", "host snapshot") &&
+    requiresCommand("nft", "host snapshot"),
+)("berth network create|ls|inspect|rm (CLI)", () => {
+  const root = mkdtempSync(join(tmpdir(), "berth-e2e-netcli-"));
+  let before: Record<string, unknown>;
+
+  beforeAll(() => {
+    before = hostNetworkSnapshot();
+  });
+
+  afterAll(() => {
+    rmSync(root, { recursive: true, force: true });
+    // Records only: a bridge appears when a container first connects, so the host is untouched.
+    expect(hostNetworkSnapshot()).toEqual(before);
+  });
+
+  it("creates, lists, inspects and removes networks, and names what is wrong", async () => {
+    const created = await berth(root, "network", "create", "front", "--subnet", "10.231.40.0/24");
+    expect(created).toMatchObject({ code: 0, stdout: "front\n" });
+    const dual = await berth(root, "network", "create", "dual", "--subnet6", "fd00:b0:1::/64");
+    expect(dual.code).toBe(0);
+    const ls = await berth(root, "network", "ls");
+    expect(ls.stdout.split("\n")[0]).toMatch(/^NAME\s+BRIDGE\s+SUBNET\s+GATEWAY\s+SUBNET6$/);
+    expect(ls.stdout).toMatch(/\nfront\s+br-[0-9a-f]{12}\s+10\.231\.40\.0\/24\s+10\.231\.40\.1\s*\n/);
+    expect(ls.stdout).toMatch(/\ndual\s+br-[0-9a-f]{12}\s+10\.4\.1\.0\/24\s+10\.4\.1\.1\s+fd00:b0:1::\/64\n/);
+    const inspect = await berth(root, "network", "inspect", "dual");
+    expect(JSON.parse(inspect.stdout)).toMatchObject([
+      { name: "dual", subnet: "10.4.1.0/24", subnet6: "fd00:b0:1::/64", gateway6: "fd00:b0:1::1" },
+    ]);
+
+    const overlap = await berth(root, "network", "create", "back", "--subnet", "10.231.0.0/16");
+    expect(overlap.code).toBe(1);
+    expect(overlap.stderr).toMatch(/subnet 10\.231\.0\.0\/16 overlaps 10\.231\.40\.0\/24 of network front/);
+    const twice = await berth(root, "network", "create", "front");
+    expect(twice.stderr).toMatch(/network front already exists/);
+    const badName = await berth(root, "network", "create", "../x");
+    expect(badName.stderr).toMatch(/network name "\.\.\/x" is not valid/);
+    const missing = await berth(root, "network", "inspect", "ghost");
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/network ghost not found/);
+
+    expect((await berth(root, "network", "rm", "front", "dual")).stdout).toBe("front\ndual\n");
+    expect((await berth(root, "network", "rm", "front")).stderr).toMatch(/network front not found/);
+    expect((await berth(root, "network", "ls")).stdout.trim().split("\n")).toHaveLength(1);
+  });
+});
