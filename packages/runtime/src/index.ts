@@ -6,7 +6,14 @@
 
 export type { PoolOptions } from "./pool.js";
 // --- container core (RB) ---
-export type { CreateOptions, ExecOptions, RunOptions, Runtime, RuntimeOptions, StdioSpec } from "./runtime.js";
+export type {
+  CreateOptions,
+  ExecOptions,
+  RunOptions,
+  Runtime,
+  RuntimeOptions,
+  StdioSpec,
+} from "./runtime.js";
 export { createRuntime } from "./runtime.js";
 export { secureJoin } from "./secure-join.js";
 export type {

@@ -365,6 +365,78 @@ describe.runIf(runnable)("createNat", () => {
     nat.removeContainer("c3");
   });
 
+  it("writes nothing when an unchanged network or container is added again, and replaces a changed one", () => {
+    const c1 = {
+      id: "c1",
+      addresses: ["10.231.0.2"],
+      ports: [{ protocol: "tcp", hostPort: 18080, containerPort: 8080 }],
+    } as const;
+    nat.addContainer(c1);
+    const once = listTable(world.host);
+    nat.setup();
+    nat.addNetwork({ name: "neta", bridge: "bznatA", subnets: ["10.231.0.0/24"] });
+    nat.addContainer(c1);
+    // Handles included: no rule was deleted and written again.
+    expect(listTable(world.host)).toEqual(once);
+    expect(sh(world.host, "cat /proc/sys/net/ipv4/conf/bznatA/route_localnet").trim()).toBe("1");
+
+    // A changed container replaces its rules.
+    nat.addContainer({ ...c1, ports: [{ protocol: "tcp", hostPort: 18080, containerPort: 8081 }] });
+    expect(nat.listPublished().map((p) => [p.containerId, p.hostPort, p.containerPort])).toEqual([
+      ["c1", 18080, 8081],
+    ]);
+
+    // A changed network replaces its rules: without the host loopback path, no guard rule and
+    // route_localnet back off.
+    nat.addNetwork({ name: "neta", bridge: "bznatA", subnets: ["10.231.0.0/24"], hostLoopback: false });
+    const neta = listTable(world.host).filter((r) => String(r.comment).startsWith("berth net neta "));
+    expect(neta.map((r) => r.chain).sort()).toEqual(["forward", "postrouting", "postrouting"]);
+    expect(new Set(neta.map((r) => r.comment)).size).toBe(1);
+    expect(sh(world.host, "cat /proc/sys/net/ipv4/conf/bznatA/route_localnet").trim()).toBe("0");
+    expect(nat.listNetworks()).toEqual([
+      { name: "netb", bridge: "bznatB" },
+      { name: "neta", bridge: "bznatA" },
+    ]);
+  });
+
+  it("owns rules whose comments predate the digest: lists, replaces and removes them", () => {
+    // What an earlier berth wrote: the owner without a digest.
+    sh(
+      world.host,
+      `nft add rule inet ${TABLE} published meta nfproto ipv4 tcp dport 18080 dnat ip to 10.231.0.2:8080 comment \\"berth ctr c1\\"
+      nft add rule inet ${TABLE} published meta nfproto ipv4 tcp dport 18090 dnat ip to 10.233.0.2:8080 comment \\"berth ctr c3\\"
+      nft add rule inet ${TABLE} postrouting ip saddr 10.231.0.0/24 oifname != bznatA masquerade comment \\"berth net neta bznatA\\"`,
+    );
+    expect(nat.listPublished().map((p) => [p.containerId, p.hostPort])).toEqual([
+      ["c1", 18080],
+      ["c3", 18090],
+    ]);
+    expect(() =>
+      nat.addContainer({
+        id: "c2",
+        addresses: ["10.231.0.3"],
+        ports: [{ protocol: "tcp", hostPort: 18080, containerPort: 1 }],
+      }),
+    ).toThrowError(expect.objectContaining({ code: "already-exists" }));
+    nat.addContainer({
+      id: "c1",
+      addresses: ["10.231.0.2"],
+      ports: [{ protocol: "tcp", hostPort: 18081, containerPort: 8080 }],
+    });
+    expect(nat.listPublished().map((p) => [p.containerId, p.hostPort])).toEqual([
+      ["c3", 18090],
+      ["c1", 18081],
+    ]);
+    nat.removeContainer("c3");
+    expect(nat.listPublished().map((p) => p.containerId)).toEqual(["c1"]);
+    // Adding the network again replaces the old rule too: none without a digest is left.
+    nat.addNetwork({ name: "neta", bridge: "bznatA", subnets: ["10.231.0.0/24"] });
+    const comments = listTable(world.host).map((r) => r.comment);
+    expect(comments).not.toContain("berth net neta bznatA");
+    // guard, loopback masquerade, masquerade, hairpin, forward isolation.
+    expect(comments.filter((c) => String(c).startsWith("berth net neta ")).length).toBe(5);
+  });
+
   it("refuses malformed input before touching the table", () => {
     const bad = [
       () => createNat({ table: "no spaces" }),

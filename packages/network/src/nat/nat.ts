@@ -1,7 +1,9 @@
+import { createHash } from "node:crypto";
 import { existsSync, writeFileSync } from "node:fs";
 import { isIP } from "node:net";
 import {
   alreadyExists,
+  failedPrecondition,
   internal,
   invalidArgument,
   isAlreadyExists,
@@ -98,8 +100,9 @@ export interface NatOptions {
  *
  * Each method applies its changes as one nftables transaction (all or nothing), and each is
  * idempotent: adding again replaces, removing what is not there does nothing. Rules carry a
- * comment naming their owner (`berth net <name> <bridge>`, `berth ctr <id>`), which is how
- * removal finds exactly them.
+ * comment naming their owner (`berth net <name> <bridge> <digest>`, `berth ctr <id> <digest>`),
+ * which is how removal finds exactly them; the digest identifies the rule set an add wrote, so
+ * adding an unchanged network or container again finds it in place and changes nothing.
  */
 export interface Nat {
   /** The table name (family `inet`). */
@@ -145,6 +148,15 @@ const BRIDGE = /^[A-Za-z0-9_.-]{1,15}$/;
 const NET_TAG = "berth net";
 const CTR_TAG = "berth ctr";
 const BRIDGES_SET = "bridges";
+const PUBLISHED = "published";
+
+/**
+ * The digest carried in the comments of the rules one add wrote: 12 hex digits of the SHA-256 of
+ * the rules' text (without comments), enough to tell "the same rules" from "other rules".
+ */
+function digestOf(rules: readonly string[]): string {
+  return createHash("sha256").update(rules.join("\n")).digest("hex").slice(0, 12);
+}
 
 /**
  * Creates the NAT manager for one table. Nothing touches the kernel until a method is called.
@@ -202,35 +214,37 @@ class NftNat implements Nat {
     if (network.subnets.length === 0) throw invalidArgument(`network ${name} has no subnets`);
     const subnets = network.subnets.map((s) => parseSubnet(s, `subnet of network ${name}`));
     const loopback = (network.hostLoopback ?? true) && subnets.some((s) => s.family === 4);
-    const tag = `${NET_TAG} ${name} ${bridge}`;
     const t = this.#t;
-    const add = (chain: string, rule: string) => `add rule ${t} ${chain} ${rule} comment "${tag}"`;
-    const rules: string[] = [];
+    const body: string[] = [];
+    const add = (chain: string, rule: string) => body.push(`add rule ${t} ${chain} ${rule}`);
     if (loopback) {
       // route_localnet lets packets with a 127.0.0.0/8 source leave through the bridge, which
       // the output DNAT of 127.0.0.1:port needs. It also lets the bridge's neighbours reach
       // services bound to the host's 127.0.0.1 (CVE-2020-8558): drop those before routing.
-      rules.push(add("guard", `iifname "${bridge}" ip daddr 127.0.0.0/8 drop`));
-      rules.push(add("postrouting", `ip saddr 127.0.0.0/8 oifname "${bridge}" masquerade`));
+      add("guard", `iifname "${bridge}" ip daddr 127.0.0.0/8 drop`);
+      add("postrouting", `ip saddr 127.0.0.0/8 oifname "${bridge}" masquerade`);
     }
     for (const subnet of subnets) {
       const ip = subnet.family === 4 ? "ip" : "ip6";
       const cidr = subnet.text;
-      rules.push(add("postrouting", `${ip} saddr ${cidr} oifname != "${bridge}" masquerade`));
+      add("postrouting", `${ip} saddr ${cidr} oifname != "${bridge}" masquerade`);
       // Hairpin: a container reaching a published port on its own bridge. Without the source
       // rewrite the server would answer the client directly over the bridge, bypassing the
       // conntrack entry that undoes the DNAT, and the client would drop the reply.
-      rules.push(add("postrouting", `${ip} saddr ${cidr} oifname "${bridge}" ct status dnat masquerade`));
+      add("postrouting", `${ip} saddr ${cidr} oifname "${bridge}" ct status dnat masquerade`);
     }
-    rules.push(add("forward", `iifname "${bridge}" oifname != "${bridge}" oifname @${BRIDGES_SET} drop`));
+    add("forward", `iifname "${bridge}" oifname != "${bridge}" oifname @${BRIDGES_SET} drop`);
+    const digest = digestOf(body);
+    const rules = body.map((rule) => `${rule} comment "${NET_TAG} ${name} ${bridge} ${digest}"`);
 
     this.#in(() => {
       // Checked first so that a missing bridge leaves no rules behind.
       if (loopback && !existsSync(`/proc/sys/net/ipv4/conf/${bridge}`)) {
         throw notFound(`bridge ${bridge} of network ${name} does not exist in this network namespace`);
       }
+      let reset: string[] = [];
       this.#retry(() => {
-        const listing = this.#list();
+        const listing = this.#listCreating(() => this.#listNetworkChains());
         const own = listing.rules.filter((r) => netOf(r.comment)?.name === name);
         const other = listing.rules.find((r) => {
           const n = netOf(r.comment);
@@ -241,6 +255,17 @@ class NftNat implements Nat {
             `bridge ${bridge} already belongs to berth network ${netOf(other.comment)?.name}`,
           );
         }
+        // Unchanged: every rule this add would write is there already. Deleting and re-adding them
+        // would cost ~15 ms on every connect of the bridge driver (which adds the network each
+        // time): the kernel frees deleted rules after an RCU grace period, and closing the nft
+        // context's netlink socket waits for that.
+        if (
+          own.length === rules.length &&
+          own.every((r) => netOf(r.comment)?.digest === digest) &&
+          listing.bridges.includes(bridge)
+        ) {
+          return;
+        }
         const batch = own.map((r) => `delete rule ${t} ${r.chain} handle ${r.handle}`);
         for (const old of new Set(own.map((r) => netOf(r.comment)?.bridge))) {
           if (old !== undefined && old !== bridge && listing.bridges.includes(old)) {
@@ -249,7 +274,13 @@ class NftNat implements Nat {
         }
         batch.push(`add element ${t} ${BRIDGES_SET} { "${bridge}" }`, ...rules);
         runNftables(batch.join("\n"));
+        // The host loopback path this network no longer has (turned off, or another bridge).
+        reset = own
+          .filter((r) => r.chain === "guard")
+          .map((r) => netOf(r.comment)?.bridge as string)
+          .filter((b) => !(loopback && b === bridge));
       });
+      for (const old of reset) writeRouteLocalnet(old, false);
       if (loopback) writeRouteLocalnet(bridge, true);
     });
   }
@@ -259,7 +290,7 @@ class NftNat implements Nat {
     this.#in(() => {
       let reset: string[] = [];
       this.#retry(() => {
-        const listing = this.#listIfPresent();
+        const listing = this.#listTableIfPresent();
         if (!listing) return;
         const own = listing.rules.filter((r) => netOf(r.comment)?.name === name);
         if (own.length === 0) return;
@@ -280,9 +311,9 @@ class NftNat implements Nat {
   listNetworks(): NatNetworkInfo[] {
     return this.#in(() => {
       const seen = new Map<string, NatNetworkInfo>();
-      for (const rule of this.#listIfPresent()?.rules ?? []) {
+      for (const rule of this.#listTableIfPresent()?.rules ?? []) {
         const net = netOf(rule.comment);
-        if (net && !seen.has(net.name)) seen.set(net.name, net);
+        if (net && !seen.has(net.name)) seen.set(net.name, { name: net.name, bridge: net.bridge });
       }
       return [...seen.values()];
     });
@@ -291,20 +322,21 @@ class NftNat implements Nat {
   addContainer(container: NatContainer): void {
     const id = checkName(container.id, "container id");
     const wanted = planPorts(id, container);
-    const tag = `${CTR_TAG} ${id}`;
     const t = this.#t;
-    const rules = wanted.map((p) => {
+    const body = wanted.map((p) => {
       const ip = p.family === 4 ? "ip" : "ip6";
       const match = p.hostIP === undefined ? `meta nfproto ipv${p.family}` : `${ip} daddr ${p.hostIP}`;
       const target =
         p.family === 4 ? `${p.containerIP}:${p.containerPort}` : `[${p.containerIP}]:${p.containerPort}`;
-      return `add rule ${t} published ${match} ${p.protocol} dport ${p.hostPort} dnat ${ip} to ${target} comment "${tag}"`;
+      return `add rule ${t} ${PUBLISHED} ${match} ${p.protocol} dport ${p.hostPort} dnat ${ip} to ${target}`;
     });
+    const digest = digestOf(body);
+    const rules = body.map((rule) => `${rule} comment "${CTR_TAG} ${id} ${digest}"`);
     this.#in(() => {
       this.#retry(() => {
-        const listing = this.#list();
-        const own = listing.rules.filter((r) => r.chain === "published" && r.comment === tag);
-        for (const held of publishedOf(listing.rules)) {
+        const published = this.#listPublishedChain();
+        const own = published.filter((r) => ctrOf(r.comment)?.id === id);
+        for (const held of publishedOf(published)) {
           if (held.containerId === id) continue;
           const clash = wanted.find((p) => conflicts(p, held));
           if (clash) {
@@ -313,34 +345,33 @@ class NftNat implements Nat {
             );
           }
         }
-        const batch = own.map((r) => `delete rule ${t} published handle ${r.handle}`);
+        // Unchanged (or nothing published and nothing wanted): no transaction at all.
+        if (own.length === rules.length && own.every((r) => ctrOf(r.comment)?.digest === digest)) return;
+        const batch = own.map((r) => `delete rule ${t} ${PUBLISHED} handle ${r.handle}`);
         batch.push(...rules);
-        if (batch.length > 0) runNftables(batch.join("\n"));
+        runNftables(batch.join("\n"));
       });
     });
   }
 
   removeContainer(id: string): void {
     checkName(id, "container id");
-    const tag = `${CTR_TAG} ${id}`;
     this.#in(() => {
       this.#retry(() => {
-        const own = (this.#listIfPresent()?.rules ?? []).filter(
-          (r) => r.chain === "published" && r.comment === tag,
-        );
+        const own = (this.#listPublishedChainIfPresent() ?? []).filter((r) => ctrOf(r.comment)?.id === id);
         if (own.length === 0) return;
-        runNftables(own.map((r) => `delete rule ${this.#t} published handle ${r.handle}`).join("\n"));
+        runNftables(own.map((r) => `delete rule ${this.#t} ${PUBLISHED} handle ${r.handle}`).join("\n"));
       });
     });
   }
 
   listPublished(): PublishedPort[] {
-    return this.#in(() => publishedOf(this.#listIfPresent()?.rules ?? []));
+    return this.#in(() => publishedOf(this.#listPublishedChainIfPresent() ?? []));
   }
 
   deleteTable(): void {
     this.#in(() => {
-      const listing = this.#listIfPresent();
+      const listing = this.#listTableIfPresent();
       if (!listing) return;
       try {
         runNftables(`delete table ${this.#t}`);
@@ -356,14 +387,22 @@ class NftNat implements Nat {
     });
   }
 
-  /** Creates the table and base chains in one transaction unless the table exists. */
+  /**
+   * Creates the table and base chains in one transaction unless the table exists. The check
+   * lists the `bridges` set, the smallest object of the table (a few names), rather than the
+   * table, whose listing grows with every published port.
+   */
   #ensure(): void {
     try {
-      runNftables(`list table ${this.#t}`);
+      runNftables(`list set ${this.#t} ${BRIDGES_SET}`);
       return;
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
+    this.#create();
+  }
+
+  #create(): void {
     const t = this.#t;
     try {
       // `create table` fails when the table exists, so of two processes racing here exactly one
@@ -379,11 +418,11 @@ class NftNat implements Nat {
           `add chain ${t} output { type nat hook output priority -100; }`,
           `add chain ${t} postrouting { type nat hook postrouting priority srcnat; }`,
           `add chain ${t} forward { type filter hook forward priority filter; }`,
-          `add chain ${t} published`,
+          `add chain ${t} ${PUBLISHED}`,
           // Published ports answer on every local address (from outside in prerouting, from the
           // host itself in output) and nowhere else, so forwarded traffic keeps its destination.
-          `add rule ${t} prerouting fib daddr type local jump published`,
-          `add rule ${t} output fib daddr type local jump published`,
+          `add rule ${t} prerouting fib daddr type local jump ${PUBLISHED}`,
+          `add rule ${t} output fib daddr type local jump ${PUBLISHED}`,
           // A published port is meant to be reachable from anywhere, other berth networks
           // included: isolation applies to direct traffic only.
           `add rule ${t} forward ct status dnat accept`,
@@ -394,18 +433,68 @@ class NftNat implements Nat {
     }
   }
 
-  /** Lists the table, creating it first when absent. */
-  #list(): Listing {
-    this.#ensure();
-    const listing = this.#listIfPresent();
-    if (!listing) throw invalidArgument(`nftables table ${this.#t} vanished while berth was using it`);
-    return listing;
+  /**
+   * Runs `list` (a listing of the table or of one chain), creating the table first when the
+   * listing finds it absent: one listing on the common path, two plus a creation the first time.
+   */
+  #listCreating(list: () => Listing | undefined): Listing {
+    const first = list();
+    if (first) return first;
+    this.#create();
+    const second = list();
+    if (!second) {
+      throw failedPrecondition(
+        `nftables table ${this.#t} lacks berth's chains or vanished while berth was using it`,
+      );
+    }
+    return second;
   }
 
-  #listIfPresent(): Listing | undefined {
+  /**
+   * The chains that hold network rules (guard, postrouting, forward) and the bridges set, one
+   * small listing each: unlike a listing of the table, their cost does not grow with the number
+   * of published ports. (libnftables 1.0.6 cannot list several chains in one call: its cache
+   * filter then misses all but one.) Undefined when the table is absent.
+   */
+  #listNetworkChains(): Listing | undefined {
+    const t = this.#t;
+    const rules: ListedRule[] = [];
+    const bridges: string[] = [];
+    for (const command of [
+      `list set ${t} ${BRIDGES_SET}`,
+      `list chain ${t} guard`,
+      `list chain ${t} postrouting`,
+      `list chain ${t} forward`,
+    ]) {
+      const part = this.#listIfPresent(command);
+      if (!part) return undefined;
+      rules.push(...part.rules);
+      bridges.push(...part.bridges);
+    }
+    return { rules, bridges };
+  }
+
+  #listTableIfPresent(): Listing | undefined {
+    return this.#listIfPresent(`list table ${this.#t}`);
+  }
+
+  /**
+   * The rules of the `published` chain alone, created first when absent. Container operations
+   * read only this chain: the network rules of the other chains are none of their business.
+   */
+  #listPublishedChain(): ListedRule[] {
+    return this.#listCreating(() => this.#listIfPresent(`list chain ${this.#t} ${PUBLISHED}`)).rules;
+  }
+
+  #listPublishedChainIfPresent(): ListedRule[] | undefined {
+    return this.#listIfPresent(`list chain ${this.#t} ${PUBLISHED}`)?.rules;
+  }
+
+  /** Runs one list command; undefined when the table (or the listed object) does not exist. */
+  #listIfPresent(command: string): Listing | undefined {
     let text: string;
     try {
-      text = runNftables(`list table ${this.#t}`);
+      text = runNftables(command);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -471,10 +560,20 @@ function checkName(name: string, what: string): string {
   return name;
 }
 
-function netOf(comment: string): NatNetworkInfo | undefined {
+/** The owner of a network rule: `berth net <name> <bridge> [<digest>]` (older rules lack the digest). */
+function netOf(comment: string): (NatNetworkInfo & { readonly digest?: string }) | undefined {
   if (!comment.startsWith(`${NET_TAG} `)) return undefined;
-  const [name, bridge] = comment.slice(NET_TAG.length + 1).split(" ");
-  return name && bridge ? { name, bridge } : undefined;
+  const [name, bridge, digest] = comment.slice(NET_TAG.length + 1).split(" ");
+  if (!name || !bridge) return undefined;
+  return digest === undefined ? { name, bridge } : { name, bridge, digest };
+}
+
+/** The owner of a published-port rule: `berth ctr <id> [<digest>]` (older rules lack the digest). */
+function ctrOf(comment: string): { readonly id: string; readonly digest?: string } | undefined {
+  if (!comment.startsWith(`${CTR_TAG} `)) return undefined;
+  const [id, digest] = comment.slice(CTR_TAG.length + 1).split(" ");
+  if (!id) return undefined;
+  return digest === undefined ? { id } : { id, digest };
 }
 
 interface PlannedPort {
@@ -591,7 +690,8 @@ function parseListing(text: string): Listing {
 function publishedOf(rules: readonly ListedRule[]): PublishedPort[] {
   const out: PublishedPort[] = [];
   for (const rule of rules) {
-    if (rule.chain !== "published" || !rule.comment.startsWith(`${CTR_TAG} `)) continue;
+    const owner = ctrOf(rule.comment);
+    if (rule.chain !== PUBLISHED || owner === undefined) continue;
     let protocol: PortProtocol | undefined;
     let hostPort: number | undefined;
     let hostIP: string | undefined;
@@ -619,7 +719,7 @@ function publishedOf(rules: readonly ListedRule[]): PublishedPort[] {
     if (protocol === undefined || hostPort === undefined || family === undefined) continue;
     if (containerIP === undefined || containerPort === undefined) continue;
     out.push({
-      containerId: rule.comment.slice(CTR_TAG.length + 1),
+      containerId: owner.id,
       protocol,
       hostPort,
       ...(hostIP === undefined ? {} : { hostIP }),
