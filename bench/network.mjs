@@ -59,6 +59,7 @@ const {
   createCniRunner,
   createNat,
   createNetns,
+  createNetworkManager,
   deleteNetns,
   exportBridgeConflist,
   Rtnetlink,
@@ -68,6 +69,8 @@ const {
 const BERTH_NETWORK = "benchberth";
 const BERTH_SUBNET = "10.250.0.0/24";
 const BERTH_TABLE = "berth_bench";
+const LIFECYCLE_NETWORK = "benchlife";
+const LIFECYCLE_SUBNET = "10.250.3.0/24";
 const CNI_NETWORK = "benchcni";
 const CNI_BRIDGE = "bzbenchcni0";
 const CNI_SUBNET = "10.250.1.0/24";
@@ -139,6 +142,7 @@ try {
       id: i === 0 ? "warmup" : `bench${i}`,
       hostPort: 20000 + i,
       berthNs: newNetns(`ctr-berth-${i}`),
+      lifecycleNs: newNetns(`ctr-life-${i}`),
       cniNs: newNetns(`ctr-cni-${i}`),
     });
   }
@@ -150,6 +154,15 @@ try {
     natTable: BERTH_TABLE,
   });
   await driver.createNetwork({ name: BERTH_NETWORK, subnet: BERTH_SUBNET });
+  // What `berth run` pays: the lifecycle manager around the same driver (a record written before
+  // acting, the namespace pinned under the state dir, hosts and resolv.conf, then connect), on a
+  // network of its own.
+  const manager = createNetworkManager({
+    stateDir: join(work, "berth-lifecycle"),
+    hostNetns: hostNs,
+    natTable: BERTH_TABLE,
+  });
+  await manager.bridge.createNetwork({ name: LIFECYCLE_NETWORK, subnet: LIFECYCLE_SUBNET });
 
   // CNI: the conflist berth exports for an equivalent network (another bridge and subnet), the
   // plugins started in the host namespace by the runner's `netns` option.
@@ -165,6 +178,7 @@ try {
   log(`CNI conflist: ${conflist.plugins.map((p) => p.type).join(" + ")} (cniVersion ${conflist.cniVersion})`);
 
   const ports = (c) => [{ protocol: "tcp", hostPort: c.hostPort, containerPort: 80 }];
+  const lifecyclePorts = (c) => [{ protocol: "tcp", hostPort: c.hostPort + 1000, containerPort: 80 }];
   const cniRuntime = (c) => ({
     containerId: c.id,
     netns: c.cniNs,
@@ -178,6 +192,16 @@ try {
         driver.connect(BERTH_NETWORK, { containerId: c.id, netnsPath: c.berthNs, ports: ports(c) }),
       teardown: (c) => driver.disconnect(BERTH_NETWORK, c.id),
     },
+    lifecycle: {
+      setup: async (c) => {
+        await manager.prepare(c.id, {
+          mode: { kind: "bridge", network: LIFECYCLE_NETWORK },
+          ports: lifecyclePorts(c),
+        });
+        await manager.setup(c.id, { netnsPath: c.lifecycleNs });
+      },
+      teardown: (c) => manager.teardown(c.id),
+    },
     cni: {
       setup: (c) => runner.addNetworkList(conflist, cniRuntime(c)),
       teardown: (c) => runner.delNetworkList(conflist, cniRuntime(c)),
@@ -185,6 +209,7 @@ try {
   };
   const times = {
     berth: { setup: [], teardown: [], total: [] },
+    lifecycle: { setup: [], teardown: [], total: [] },
     cni: { setup: [], teardown: [], total: [] },
   };
   const once = async (side, c, record) => {
@@ -198,34 +223,38 @@ try {
 
   // Warm-up: the first attach of each side creates its bridge (and berth's table, CNI's chains).
   await once("berth", containers[0], false);
+  await once("lifecycle", containers[0], false);
   await once("cni", containers[0], false);
   for (const c of containers.slice(1)) {
-    const order = c.index % 2 === 0 ? ["berth", "cni"] : ["cni", "berth"];
+    const order = c.index % 2 === 0 ? ["berth", "lifecycle", "cni"] : ["cni", "lifecycle", "berth"];
     for (const side of order) await once(side, c, true);
   }
 
   log("");
-  log("ms per container             median      p90");
-  for (const side of ["berth", "cni"]) {
+  log("ms per container                 median      p90");
+  const names = { berth: "berth driver", lifecycle: "berth lifecycle", cni: "CNI" };
+  for (const side of ["berth", "lifecycle", "cni"]) {
     for (const phase of ["setup", "teardown", "total"]) {
       const xs = times[side][phase];
-      const label = `${side === "berth" ? "berth" : "CNI"} ${phase === "total" ? "setup+teardown" : phase}`;
-      log(`${label.padEnd(28)}${f(median(xs))} ${f(pct(xs, 90))}`);
+      const label = `${names[side]} ${phase === "total" ? "setup+teardown" : phase}`;
+      log(`${label.padEnd(32)}${f(median(xs))} ${f(pct(xs, 90))}`);
     }
   }
-  const ratio = (phase) => median(times.berth[phase]) / median(times.cni[phase]);
-  log("");
-  log(
-    `ratio berth/CNI (medians): setup ${ratio("setup").toFixed(3)}x, teardown ${ratio("teardown").toFixed(3)}x`,
-  );
-  const total = ratio("total");
-  log(
-    `ratio berth/CNI setup+teardown (medians): ${total.toFixed(3)}x — target ≤ ${TARGET_RATIO}x: ${total <= TARGET_RATIO ? "MET" : "NOT MET"}`,
-  );
-  const setup = median(times.berth.setup);
-  log(
-    `berth median setup: ${setup.toFixed(2)} ms — target ≤ ${TARGET_SETUP_MS} ms: ${setup <= TARGET_SETUP_MS ? "MET" : "NOT MET"}`,
-  );
+  for (const side of ["berth", "lifecycle"]) {
+    const ratio = (phase) => median(times[side][phase]) / median(times.cni[phase]);
+    log("");
+    log(
+      `ratio ${names[side]}/CNI (medians): setup ${ratio("setup").toFixed(3)}x, teardown ${ratio("teardown").toFixed(3)}x`,
+    );
+    const total = ratio("total");
+    log(
+      `ratio ${names[side]}/CNI setup+teardown (medians): ${total.toFixed(3)}x — target ≤ ${TARGET_RATIO}x: ${total <= TARGET_RATIO ? "MET" : "NOT MET"}`,
+    );
+    const setup = median(times[side].setup);
+    log(
+      `${names[side]} median setup: ${setup.toFixed(2)} ms — target ≤ ${TARGET_SETUP_MS} ms: ${setup <= TARGET_SETUP_MS ? "MET" : "NOT MET"}`,
+    );
+  }
 
   if (!args["no-breakdown"]) {
     // berth's NAT alone (the part of setup and teardown that talks to nftables), on a table of its
@@ -247,6 +276,7 @@ try {
   }
 
   await driver.removeNetwork(BERTH_NETWORK);
+  await manager.bridge.removeNetwork(LIFECYCLE_NETWORK);
   createNat({ table: BERTH_TABLE, netns: hostNs }).deleteTable();
   log("");
   log(`load average after: ${loadavgText()}`);
