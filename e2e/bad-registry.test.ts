@@ -14,12 +14,15 @@ const sha256 = (data: string | Buffer) => `sha256:${createHash("sha256").update(
  * names, and a second whose manifest is served with a Content-Type contradicting its mediaType.
  */
 function brokenRegistry(): Server {
+  const promised = Buffer.from("the layer the manifest promises");
+  // A consistent config (one diff_id for the one uncompressed layer), so that the only fault is
+  // the served bytes: with an empty diff_ids the pull could fail on the mismatch first,
+  // depending on whether unpack or the layer download gets there first.
   const config = JSON.stringify({
     architecture: "amd64",
     os: "linux",
-    rootfs: { type: "layers", diff_ids: [] },
+    rootfs: { type: "layers", diff_ids: [sha256(promised)] },
   });
-  const promised = Buffer.from("the layer the manifest promises");
   const served = Buffer.from("different bytes of another size!!");
   const manifest = JSON.stringify({
     schemaVersion: 2,
