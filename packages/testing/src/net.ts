@@ -1,9 +1,11 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
 
 /**
  * The parts of the real host's network that tests must leave as they found them: links (name,
- * flags, mtu), IPv4 and IPv6 routes, and the whole nftables ruleset. Compare a snapshot taken
- * before a suite with one taken after. Needs `ip` and `nft`; throws their errors.
+ * flags, mtu), IPv4 and IPv6 routes, the whole nftables ruleset, and IPv4/IPv6 forwarding.
+ * Compare a snapshot taken before a suite with one taken after. Needs `ip` and `nft`; throws their
+ * errors.
  */
 export function hostNetworkSnapshot(): Record<string, unknown> {
   const json = (cmd: string, args: string[]) =>
@@ -17,6 +19,10 @@ export function hostNetworkSnapshot(): Record<string, unknown> {
     routes: json("ip", ["-j", "route"]),
     routes6: json("ip", ["-j", "-6", "route"]),
     ruleset: json("nft", ["-j", "list", "ruleset"]),
+    forwarding: readFileSync("/proc/sys/net/ipv4/ip_forward", "utf8"),
+    forwarding6: existsSync("/proc/sys/net/ipv6")
+      ? readFileSync("/proc/sys/net/ipv6/conf/all/forwarding", "utf8")
+      : "no IPv6",
   };
 }
 

@@ -1,16 +1,24 @@
-import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isAlreadyExists, isFailedPrecondition, isInvalidArgument, isNotFound } from "@berth/errdefs";
 import { nftablesAvailable, readMountInfo } from "@berth/sys";
-import { BUSYBOX_PATH, requiresCommand, requiresRoot } from "@berth/testing";
+import {
+  BUSYBOX_PATH,
+  hostNetworkSnapshot,
+  requiresCommand,
+  requiresRoot,
+  serveTcp,
+  type TcpServer,
+  tcpFetch,
+} from "@berth/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createIpam } from "../ipam/ipam.js";
 import { createNat } from "../nat/nat.js";
 import { IfaFlag } from "../netlink/constants.js";
 import { Rtnetlink } from "../netlink/rtnetlink.js";
-import { createNetns, deleteNetns, withNetns } from "../netns/netns.js";
+import { createNetns, deleteNetns, type NotPromise, withNetns } from "../netns/netns.js";
 import { type BridgeDriver, createBridgeDriver, DEFAULT_BRIDGE_NAME, hostVethOf } from "./bridge-driver.js";
 import { containerResolvConf, writeHostsAndResolv } from "./hosts.js";
 
@@ -21,29 +29,6 @@ import { containerResolvConf, writeHostsAndResolv } from "./hosts.js";
 const TABLE = "berth_brtest";
 
 const HAS_IPV6 = existsSync("/proc/sys/net/ipv6");
-
-const hostSnapshot = () => ({
-  links: execFileSync("ip", ["-j", "link"], { encoding: "utf8" }),
-  routes: execFileSync("ip", ["-j", "route"], { encoding: "utf8" }),
-  nft: execFileSync("nft", ["-j", "list", "ruleset"], { encoding: "utf8" }),
-  ...(HAS_IPV6
-    ? {
-        routes6: execFileSync("ip", ["-j", "-6", "route"], { encoding: "utf8" }),
-        forwarding6: readFileSync("/proc/sys/net/ipv6/conf/all/forwarding", "utf8"),
-      }
-    : {}),
-});
-
-// argv: port, then the address to listen on (default 0.0.0.0; "::" takes both families).
-const SERVER = `require("node:net").createServer((s) => s.end("hello " + s.remoteAddress + "\\n"))
-  .listen(+process.argv[1], process.argv[2] || "0.0.0.0", () => console.log("ready"));`;
-
-const CLIENT = `setTimeout(() => { console.error("timeout"); process.exit(2); }, 2000);
-let out = "";
-require("node:net").connect(+process.argv[2], process.argv[1])
-  .on("data", (d) => { out += d; })
-  .on("end", () => { process.stdout.write(out); process.exit(0); })
-  .on("error", (e) => { console.error(e.code); process.exit(1); });`;
 
 describe("containerResolvConf", () => {
   it("drops loopback resolvers and falls back to public ones", () => {
@@ -93,9 +78,9 @@ describe.runIf(
   let dir = "";
   let hostNs = "";
   let driver: BridgeDriver;
-  let before: ReturnType<typeof hostSnapshot>;
+  let before: Record<string, unknown>;
   const namespaces: string[] = [];
-  const processes: ChildProcess[] = [];
+  const servers: TcpServer[] = [];
 
   const containerNs = (name: string) => {
     const path = join(dir, "ns", name);
@@ -105,7 +90,7 @@ describe.runIf(
   };
 
   beforeAll(() => {
-    before = hostSnapshot();
+    before = hostNetworkSnapshot();
   });
 
   beforeEach(() => {
@@ -113,17 +98,12 @@ describe.runIf(
     hostNs = join(dir, "ns", "host");
     createNetns(hostNs);
     namespaces.push(hostNs);
-    const rt = Rtnetlink.open({ netns: hostNs });
-    try {
-      rt.setLinkUp("lo");
-    } finally {
-      rt.close();
-    }
+    Rtnetlink.use({ netns: hostNs }, (rt) => rt.setLinkUp("lo"));
     driver = createBridgeDriver({ stateDir: join(dir, "state"), hostNetns: hostNs, natTable: TABLE });
   });
 
-  afterEach(() => {
-    for (const p of processes.splice(0)) p.kill("SIGKILL");
+  afterEach(async () => {
+    for (const server of servers.splice(0)) await server.stop();
     for (const ns of namespaces.splice(0)) deleteNetns(ns);
     const mounts = readMountInfo().filter((m) => m.mountPoint.startsWith(dir));
     rmSync(dir, { recursive: true, force: true });
@@ -131,36 +111,16 @@ describe.runIf(
   });
 
   afterAll(() => {
-    expect(hostSnapshot()).toEqual(before);
+    expect(hostNetworkSnapshot()).toEqual(before);
   });
 
-  const inNs = <T>(ns: string, fn: (rt: Rtnetlink) => T): T => {
-    const rt = Rtnetlink.open({ netns: ns });
-    try {
-      return fn(rt);
-    } finally {
-      rt.close();
-    }
-  };
-  const inHost = <T>(fn: (rt: Rtnetlink) => T): T => inNs(hostNs, fn);
+  const inNs = <T>(ns: string, fn: (rt: Rtnetlink) => NotPromise<T>) => Rtnetlink.use({ netns: ns }, fn);
+  const inHost = <T>(fn: (rt: Rtnetlink) => NotPromise<T>) => inNs(hostNs, fn);
 
   /** Starts the reply-with-your-address server in `ns` and waits until it listens. */
-  const serve = async (ns: string, port: number, address = "0.0.0.0") => {
-    const server = spawn("nsenter", [`--net=${ns}`, process.execPath, "-e", SERVER, `${port}`, address], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    processes.push(server);
-    await new Promise<void>((resolve, reject) => {
-      server.stdout.once("data", () => resolve());
-      server.once("exit", (code) => reject(new Error(`server in ${ns} exited with ${code}`)));
-    });
+  const serve = async (ns: string, port: number, address?: string) => {
+    servers.push(await serveTcp(ns, port, address));
   };
-
-  /** Connects from `ns` to `address:port` over TCP and returns what the server said. */
-  const fetchFrom = (ns: string, address: string, port: number) =>
-    execFileSync("nsenter", [`--net=${ns}`, process.execPath, "-e", CLIENT, address, `${port}`], {
-      encoding: "utf8",
-    });
 
   it("persists networks and refuses to remove one in use", async () => {
     const a = await driver.createNetwork({ name: "alpha" });
@@ -211,32 +171,13 @@ describe.runIf(
     });
     expect(ping).toContain("1 packets received");
 
-    const server = spawn("nsenter", [`--net=${c2}`, process.execPath, "-e", SERVER, "8080"], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    processes.push(server);
-    await new Promise<void>((resolve, reject) => {
-      server.stdout.once("data", () => resolve());
-      server.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
-    });
-    const reply = execFileSync(
-      "nsenter",
-      [`--net=${hostNs}`, process.execPath, "-e", CLIENT, "127.0.0.1", "18080"],
-      {
-        encoding: "utf8",
-      },
-    );
+    await serve(c2, 8080);
+    const reply = tcpFetch(hostNs, "127.0.0.1", 18080);
     // The 127.0.0.1 source is masqueraded to the bridge address on the way in.
     expect(reply).toBe("hello 10.4.0.1\n");
     // Hairpin: the container reaches its own published port through the host's address, out and
     // back in through the same bridge port.
-    const self = execFileSync(
-      "nsenter",
-      [`--net=${c2}`, process.execPath, "-e", CLIENT, a2.gateway, "18080"],
-      {
-        encoding: "utf8",
-      },
-    );
+    const self = tcpFetch(c2, a2.gateway, 18080);
     expect(self).toMatch(/^hello 10\.4\.0\.\d+\n$/);
 
     await driver.disconnect("berth", "c1");
@@ -412,15 +353,15 @@ describe.runIf(
       await serve(c2, 8080, "::");
       await serve(wan, 9090, "::");
       // Container to container, both families.
-      expect(fetchFrom(c1, a2.ip6 as string, 8080)).toBe(`hello ${a1.ip6}\n`);
-      expect(fetchFrom(c1, a2.ip, 8080)).toBe(`hello ::ffff:${a1.ip}\n`);
+      expect(tcpFetch(c1, a2.ip6 as string, 8080)).toBe(`hello ${a1.ip6}\n`);
+      expect(tcpFetch(c1, a2.ip, 8080)).toBe(`hello ::ffff:${a1.ip}\n`);
       // To the internet: the server sees the host's IPv6 address, not the container's.
-      expect(fetchFrom(c1, INTERNET6, 9090)).toBe(`hello ${HOST6}\n`);
+      expect(tcpFetch(c1, INTERNET6, 9090)).toBe(`hello ${HOST6}\n`);
       // A published port on the host's IPv6 address, from outside and from the host itself.
-      expect(fetchFrom(wan, HOST6, 18080)).toBe(`hello ${INTERNET6}\n`);
-      expect(fetchFrom(hostNs, HOST6, 18080)).toBe(`hello ${HOST6}\n`);
+      expect(tcpFetch(wan, HOST6, 18080)).toBe(`hello ${INTERNET6}\n`);
+      expect(tcpFetch(hostNs, HOST6, 18080)).toBe(`hello ${HOST6}\n`);
       // Hairpin over IPv6: a container on the bridge reaches the published port through the host.
-      expect(fetchFrom(c1, HOST6, 18080)).toBe(`hello ${net.gateway6}\n`);
+      expect(tcpFetch(c1, HOST6, 18080)).toBe(`hello ${net.gateway6}\n`);
 
       // A failed connect (the port is taken) leaves no allocation of either family.
       const c3 = containerNs("c3");

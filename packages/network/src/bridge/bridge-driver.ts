@@ -6,7 +6,7 @@ import { formatIp, formatNetwork, type IpNetwork, networksOverlap, parseCidr } f
 import { createIpam, type Ipam, type IpamNetwork, type IpamRange, resolveIpamRange } from "../ipam/ipam.js";
 import { createNat, type Nat, type PortMapping } from "../nat/nat.js";
 import { Rtnetlink } from "../netlink/rtnetlink.js";
-import { withNetns } from "../netns/netns.js";
+import { type NotPromise, withNetns } from "../netns/netns.js";
 
 /** The network containers join when none is named. */
 export const DEFAULT_BRIDGE_NETWORK = "berth";
@@ -359,18 +359,14 @@ class Driver implements BridgeDriver {
       );
     }
     this.#nat.removeNetwork(name);
-    const rt = this.#rtnl();
-    try {
-      rt.deleteLink(record.bridge, { ignoreMissing: true });
-    } finally {
-      rt.close();
-    }
+    this.#inHost((rt) => rt.deleteLink(record.bridge, { ignoreMissing: true }));
     await this.#ipam.releaseAll(name);
     rmSync(this.#file(name), { force: true });
   }
 
-  #rtnl(): Rtnetlink {
-    return Rtnetlink.open(this.#host === undefined ? {} : { netns: this.#host });
+  /** Runs `fn` with an rtnetlink socket in the host namespace. */
+  #inHost<T>(fn: (rt: Rtnetlink) => NotPromise<T>): NotPromise<T> {
+    return Rtnetlink.use(this.#host === undefined ? {} : { netns: this.#host }, fn);
   }
 
   #ipamNetwork(n: BridgeNetwork): IpamNetwork {
@@ -409,8 +405,7 @@ class Driver implements BridgeDriver {
       if (record.subnet6 !== undefined && address6 === undefined) {
         throw invalidArgument(`network ${record.name} has no IPv6 range for subnet6 ${record.subnet6}`);
       }
-      const rt = this.#rtnl();
-      try {
+      this.#inHost((rt) => {
         if (rt.findLink(record.bridge) === undefined) {
           try {
             rt.createBridge(record.bridge, { up: true });
@@ -442,9 +437,7 @@ class Driver implements BridgeDriver {
         });
         // Hairpin: a container reaching its own published port goes out and back in this port.
         rt.setHairpin(hostVeth, true);
-      } finally {
-        rt.close();
-      }
+      });
       // /proc/sys/net shows the namespace of the thread that opens it.
       const enableForwarding = () => {
         writeFileSync("/proc/sys/net/ipv4/ip_forward", "1");
@@ -453,9 +446,7 @@ class Driver implements BridgeDriver {
       if (this.#host === undefined) enableForwarding();
       else withNetns(this.#host, enableForwarding);
 
-      const ctr = Rtnetlink.open({ netns: options.netnsPath });
-      let mac: string;
-      try {
+      const mac = Rtnetlink.use({ netns: options.netnsPath }, (ctr) => {
         ctr.setLinkUp("lo");
         ctr.addAddress(ifname, address.cidr, { replace: true });
         ctr.setLinkUp(ifname);
@@ -463,10 +454,8 @@ class Driver implements BridgeDriver {
         if (address6 !== undefined) ctr.addAddress(ifname, address6.cidr, { replace: true, noDad: true });
         ctr.addRoute({ gateway: address.gateway, link: ifname });
         if (address6 !== undefined) ctr.addRoute({ gateway: address6.gateway, link: ifname });
-        mac = ctr.getLink(ifname).mac ?? "";
-      } finally {
-        ctr.close();
-      }
+        return ctr.getLink(ifname).mac ?? "";
+      });
 
       this.#nat.setup();
       this.#nat.addNetwork({
@@ -500,12 +489,7 @@ class Driver implements BridgeDriver {
   async disconnect(network: string, containerId: string): Promise<void> {
     checkName("container id", containerId);
     const record = await this.inspectNetwork(network);
-    const rt = this.#rtnl();
-    try {
-      rt.deleteLink(hostVethOf(record.name, containerId), { ignoreMissing: true });
-    } finally {
-      rt.close();
-    }
+    this.#inHost((rt) => rt.deleteLink(hostVethOf(record.name, containerId), { ignoreMissing: true }));
     this.#nat.removeContainer(containerId);
     await this.#ipam.release(record.name, containerId);
   }

@@ -18,7 +18,7 @@ import { hostNetworkSnapshot, requiresCommand, requiresRoot, serveTcp, tcpFetch 
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createNat } from "../nat/nat.js";
 import { Rtnetlink } from "../netlink/rtnetlink.js";
-import { createNetns, deleteNetns } from "../netns/netns.js";
+import { createNetns, deleteNetns, type NotPromise } from "../netns/netns.js";
 import { createNetworkManager, type NetworkManager, NetworkModeKind, parseNetworkMode } from "./manager.js";
 import { formatPortMapping, parsePortMapping } from "./ports.js";
 
@@ -112,12 +112,7 @@ describe.runIf(
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), "berth-netmgr-"));
     hostNs = netns("host");
-    const rt = Rtnetlink.open({ netns: hostNs });
-    try {
-      rt.setLinkUp("lo");
-    } finally {
-      rt.close();
-    }
+    Rtnetlink.use({ netns: hostNs }, (rt) => rt.setLinkUp("lo"));
     writeFileSync(join(dir, "resolv.conf"), "nameserver 127.0.0.53\nsearch example.test\n");
     manager = open();
   });
@@ -134,14 +129,7 @@ describe.runIf(
     expect(hostNetworkSnapshot()).toEqual(before);
   });
 
-  const inNs = <T>(ns: string, fn: (rt: Rtnetlink) => T): T => {
-    const rt = Rtnetlink.open({ netns: ns });
-    try {
-      return fn(rt);
-    } finally {
-      rt.close();
-    }
-  };
+  const inNs = <T>(ns: string, fn: (rt: Rtnetlink) => NotPromise<T>) => Rtnetlink.use({ netns: ns }, fn);
   const linksIn = (ns: string) => inNs(ns, (rt) => rt.listLinks().map((l) => l.name));
   const hostLinks = () => linksIn(hostNs).sort();
 

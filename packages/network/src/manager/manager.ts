@@ -461,12 +461,7 @@ class Manager implements NetworkManager {
     this.#write(pinned);
     try {
       pinNetns(source, pin);
-      const rt = Rtnetlink.open({ netns: pin });
-      try {
-        rt.setLinkUp("lo");
-      } finally {
-        rt.close();
-      }
+      Rtnetlink.use({ netns: pin }, (rt) => rt.setLinkUp("lo"));
       let result: Pick<ContainerNetwork, "addresses" | "interface" | "mac"> = { addresses: [] };
       if (record.mode.kind === NetworkModeKind.Bridge) {
         const a = await this.bridge.connect(record.mode.network, {

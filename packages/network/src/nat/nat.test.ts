@@ -1,7 +1,7 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { isAlreadyExists, isInvalidArgument } from "@berth/errdefs";
 import { nftablesAvailable } from "@berth/sys";
-import { requiresCommand, requiresRoot } from "@berth/testing";
+import { hostNetworkSnapshot, requiresCommand, requiresRoot } from "@berth/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createNat, type Nat } from "./nat.js";
 
@@ -168,33 +168,17 @@ async function buildWorld(): Promise<World> {
   return w;
 }
 
-/** The parts of the real host that must come out of the suite unchanged. */
-function hostSnapshot(): Record<string, unknown> {
-  const json = (cmd: string, args: string[]) =>
-    JSON.parse(execFileSync(cmd, args, { encoding: "utf8" }) || "null");
-  return {
-    links: (json("ip", ["-j", "link"]) as Array<Record<string, unknown>>).map((l) => [
-      l.ifname,
-      l.flags,
-      l.mtu,
-    ]),
-    routes: json("ip", ["-j", "route"]),
-    routes6: json("ip", ["-j", "-6", "route"]),
-    ruleset: json("nft", ["-j", "list", "ruleset"]),
-  };
-}
-
 describe.runIf(runnable)("createNat", () => {
   let before: Record<string, unknown>;
   let world: World;
   let nat: Nat;
 
   beforeAll(() => {
-    before = hostSnapshot();
+    before = hostNetworkSnapshot();
   });
 
   afterAll(() => {
-    expect(hostSnapshot()).toEqual(before);
+    expect(hostNetworkSnapshot()).toEqual(before);
   });
 
   beforeEach(async () => {

@@ -1,7 +1,7 @@
 import { closeSync } from "node:fs";
 import { dataLoss, invalidArgument, isNotFound } from "@berth/errdefs";
 import { NetlinkProtocol, type NetlinkSocketOptions } from "@berth/sys";
-import { type NetnsRef, openNetns, withNetns } from "../netns/netns.js";
+import { type NetnsRef, type NotPromise, openNetns, withNetns } from "../netns/netns.js";
 import { NetlinkConnection, type RequestContext } from "./connection.js";
 import {
   AddressFamily,
@@ -315,6 +315,19 @@ export class Rtnetlink {
     const { netns, ...socketOptions } = options;
     const open = () => new Rtnetlink(NetlinkConnection.open(NetlinkProtocol.ROUTE, socketOptions));
     return netns === undefined ? open() : withNetns(netns, open);
+  }
+
+  /**
+   * Opens a socket as {@link Rtnetlink.open} does, runs `fn` with it and closes it, whatever `fn`
+   * does. `fn` must be synchronous (every method here is).
+   */
+  static use<T>(options: RtnetlinkOptions, fn: (rt: Rtnetlink) => NotPromise<T>): NotPromise<T> {
+    const rt = Rtnetlink.open(options);
+    try {
+      return fn(rt);
+    } finally {
+      rt.close();
+    }
   }
 
   /** Closes the socket. Idempotent. */

@@ -36,6 +36,18 @@ export function openNetns(path: string): number {
   }
 }
 
+/** Creates the empty file a namespace is bind-mounted onto; `already-exists` when `path` exists. */
+function createMountPoint(path: string): void {
+  if (path === "") throw invalidArgument("network namespace path is empty");
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  try {
+    closeSync(openSync(path, constants.O_RDONLY | constants.O_CREAT | constants.O_EXCL, 0o444));
+  } catch (err) {
+    if (isErrno(err, "EEXIST")) throw alreadyExists(`network namespace file ${path} exists`, { cause: err });
+    throw err;
+  }
+}
+
 /**
  * Creates a new, empty network namespace (only a down `lo` in it) and pins it by bind-mounting it
  * onto `path`, a new file (its parent directories are created 0700 when missing). The calling
@@ -48,14 +60,7 @@ export function openNetns(path: string): number {
  * behind.
  */
 export function createNetns(path: string): void {
-  if (path === "") throw invalidArgument("network namespace path is empty");
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  try {
-    closeSync(openSync(path, constants.O_RDONLY | constants.O_CREAT | constants.O_EXCL, 0o444));
-  } catch (err) {
-    if (isErrno(err, "EEXIST")) throw alreadyExists(`network namespace file ${path} exists`, { cause: err });
-    throw err;
-  }
+  createMountPoint(path);
   let created = false;
   const original = openSync(CURRENT_NETNS, "r");
   try {
@@ -82,14 +87,7 @@ export function createNetns(path: string): void {
  * left behind.
  */
 export function pinNetns(source: string, path: string): void {
-  if (path === "") throw invalidArgument("network namespace path is empty");
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  try {
-    closeSync(openSync(path, constants.O_RDONLY | constants.O_CREAT | constants.O_EXCL, 0o444));
-  } catch (err) {
-    if (isErrno(err, "EEXIST")) throw alreadyExists(`network namespace file ${path} exists`, { cause: err });
-    throw err;
-  }
+  createMountPoint(path);
   try {
     mount(source, path, null, MountFlag.BIND, null);
   } catch (err) {
