@@ -1,18 +1,7 @@
 import { type BigIntStats, constants } from "node:fs";
-import {
-  chmod,
-  copyFile,
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  readdir,
-  readlink,
-  symlink,
-} from "node:fs/promises";
+import { chmod, copyFile, lchown, link, lstat, mkdir, readdir, readlink, symlink } from "node:fs/promises";
 import { join } from "node:path";
-import { getXattr, listXattrs, mknod, setXattr } from "@berth/sys";
+import { getXattr, listXattrs, mknod, setTimesNs, setXattr } from "@berth/sys";
 
 /** What {@link copyTree} copied, for logs and tests. */
 export interface CopyStats {
@@ -54,8 +43,8 @@ interface CopyState {
  * (btrfs, xfs with reflink=1), otherwise libuv's copy (`copy_file_range`, falling back to
  * `sendfile`).
  *
- * Times are set through `lutimes`, whose double-precision seconds keep about a microsecond, not
- * the nanoseconds of the source. Owners are only changed when they differ from the creating
+ * Times are copied to the nanosecond (`utimensat` on the entry itself, as containerd's native
+ * snapshotter does through its continuity copy). Owners are only changed when they differ from the creating
  * process's, so an unprivileged caller can copy its own files. Throws the `fs` error (or the
  * `SystemError` of an xattr or mknod call) of the first entry that failed; `dst` is then left
  * partly written for the caller to remove.
@@ -176,10 +165,5 @@ async function finish(
     const value = getXattr(src, name);
     if (value !== undefined) setXattr(dst, name, value);
   }
-  await lutimes(dst, nsToSeconds(st.atimeNs), nsToSeconds(st.mtimeNs));
-}
-
-function nsToSeconds(ns: bigint): number {
-  // Split before converting so the integer seconds do not eat the fraction's precision.
-  return Number(ns / 1_000_000_000n) + Number(ns % 1_000_000_000n) / 1e9;
+  setTimesNs(dst, st.atimeNs, st.mtimeNs);
 }

@@ -93,6 +93,6 @@ export {
   sendFd,
   unixSocketPair,
 } from "./unix-socket.js";
-export { getXattr, listXattrs, makedev, mknod, removeXattr, setXattr } from "./xattr.js";
+export { getXattr, listXattrs, makedev, mknod, removeXattr, setTimesNs, setXattr } from "./xattr.js";
 export type { ZstdEncoderOptions } from "./zstd.js";
 export { createZstdDecoder, createZstdEncoder, zstdAvailable } from "./zstd.js";

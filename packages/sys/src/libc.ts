@@ -41,6 +41,8 @@ export interface Libc {
   readonly lremovexattr: KoffiFunction;
   /** `int mknod(const char *path, mode_t mode, dev_t dev)` */
   readonly mknod: KoffiFunction;
+  /** `int utimensat(int dirfd, const char *path, const struct timespec times[2], int flags)` */
+  readonly utimensat: KoffiFunction;
 }
 
 let libc: Libc | undefined;
@@ -88,6 +90,7 @@ export function loadLibc(): Libc {
     llistxattr: lib.func("intptr_t llistxattr(const char *path, _Out_ uint8_t *list, size_t size)"),
     lremovexattr: lib.func("int lremovexattr(const char *path, const char *name)"),
     mknod: lib.func("int mknod(const char *path, uint32_t mode, uint64_t dev)"),
+    utimensat: lib.func("int utimensat(int dirfd, const char *path, const uint8_t *times, int flags)"),
   };
   return libc;
 }

@@ -68,3 +68,33 @@ export function mknod(path: string, mode: number, dev: bigint = 0n): void {
     throw new SystemError({ syscall: "mknod", errno: lastErrno(), path });
   }
 }
+
+const AT_FDCWD = -100;
+const AT_SYMLINK_NOFOLLOW = 0x100;
+
+/**
+ * `utimensat(2)` without following a final symlink: sets the access and modification times of
+ * `path` to the nanosecond (Node's `lutimes` takes seconds as a double, which keeps about a
+ * microsecond). Times are nanoseconds since the epoch, as `fs.lstat(path, { bigint: true })`
+ * reports them in `atimeNs`/`mtimeNs`. Throws a `SystemError`.
+ */
+export function setTimesNs(path: string, atimeNs: bigint, mtimeNs: bigint): void {
+  const { utimensat } = loadLibc();
+  // struct timespec[2] on 64-bit Linux: { int64 tv_sec; int64 tv_nsec } each.
+  const times = Buffer.alloc(32);
+  const split = (ns: bigint, at: number) => {
+    let sec = ns / 1_000_000_000n;
+    let nsec = ns % 1_000_000_000n;
+    if (nsec < 0n) {
+      sec -= 1n;
+      nsec += 1_000_000_000n;
+    }
+    times.writeBigInt64LE(sec, at);
+    times.writeBigInt64LE(nsec, at + 8);
+  };
+  split(atimeNs, 0);
+  split(mtimeNs, 16);
+  if ((utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW) as number) !== 0) {
+    throw new SystemError({ syscall: "utimensat", errno: lastErrno(), path });
+  }
+}
