@@ -32,7 +32,7 @@ import {
 import type { ProgressEvent } from "./progress.js";
 import { Limiter, progressInterval } from "./progress.js";
 import type { Fetcher, Resolver } from "./resolver.js";
-import { digestOf, readCapped, settleAll } from "./util.js";
+import { digestLike, readCapped, settleAll } from "./util.js";
 
 /** Options of {@link fetchImage}. */
 export interface FetchImageOptions {
@@ -215,7 +215,7 @@ class Pull {
           `manifest ${desc.digest} of ${this.domain}/${this.repo} is larger than the ${this.maxManifestSize}-byte limit`,
         ),
       );
-      const computed = digestOf(desc.digest, bytes);
+      const computed = digestLike(desc.digest, bytes);
       if (computed !== desc.digest || bytes.length !== desc.size) {
         throw dataLoss(
           `manifest ${desc.digest} from registry ${this.domain} (${this.repo}) does not match its descriptor: got ${bytes.length} bytes with digest ${computed}, expected ${desc.size} bytes`,

@@ -18,7 +18,7 @@ import {
 import type { ProgressEvent } from "./progress.js";
 import { Limiter, progressInterval } from "./progress.js";
 import type { Pusher, PushResult, Resolver } from "./resolver.js";
-import { digestOf, settleAll } from "./util.js";
+import { digestLike, settleAll } from "./util.js";
 
 /** Options of {@link pushImage}. */
 export interface PushImageOptions {
@@ -178,7 +178,7 @@ class Push {
 
   private async read(desc: Descriptor): Promise<Buffer> {
     const bytes = Buffer.from(await readBlob(this.store, desc.digest, { maxSize: this.maxManifestSize }));
-    if (bytes.length !== desc.size || digestOf(desc.digest, bytes) !== desc.digest) {
+    if (bytes.length !== desc.size || digestLike(desc.digest, bytes) !== desc.digest) {
       throw dataLoss(`stored ${desc.mediaType} ${desc.digest} does not match its descriptor`);
     }
     return bytes;

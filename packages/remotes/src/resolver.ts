@@ -20,7 +20,7 @@ import type { HostCapability, HostConfig } from "./hosts.js";
 import { defaultHosts } from "./hosts.js";
 import type { RegistryResponse } from "./http.js";
 import { header, RegistryClient, redact, statusError } from "./http.js";
-import { digestOf, readCapped } from "./util.js";
+import { digestLike, readCapped } from "./util.js";
 
 /** Options of {@link createResolver}. Every field is optional. */
 export interface ResolverOptions {
@@ -273,7 +273,7 @@ async function resolveOn(base: Base, host: HostConfig, ref: Reference, object: s
   const bytes = await readCapped(res.body, base.maxManifestSize, () =>
     tooLarge(ref, host, undefined, base.maxManifestSize),
   );
-  const computed = digestOf(ref.digest ?? "sha256:", bytes);
+  const computed = digestLike(ref.digest ?? "sha256:", bytes);
   if (ref.digest !== undefined && ref.digest !== computed) {
     throw dataLoss(
       `manifest ${ref.toString()} from ${host.host} has digest ${computed}, not the requested one`,
@@ -442,7 +442,7 @@ class RegistryPusher implements Pusher {
         : await readCapped(await source(), this.base.maxManifestSize, () =>
             resourceExhausted(`manifest ${desc.digest} is over the ${this.base.maxManifestSize}-byte limit`),
           );
-    const computed = digestOf(desc.digest, bytes);
+    const computed = digestLike(desc.digest, bytes);
     if (computed !== desc.digest) {
       throw dataLoss(`manifest to push has digest ${computed}, not ${desc.digest}`);
     }

@@ -1,10 +1,12 @@
-import { createHash } from "node:crypto";
 import type { Readable } from "node:stream";
+import { digestOf } from "@berth/content";
 
-/** The digest of `bytes` in the algorithm `like` uses (sha256 or sha512). @internal */
-export function digestOf(like: string, bytes: Uint8Array): string {
-  const algorithm = like.startsWith("sha512:") ? "sha512" : "sha256";
-  return `${algorithm}:${createHash(algorithm).update(bytes).digest("hex")}`;
+/**
+ * The digest of `bytes` in the algorithm the (expected, possibly malformed) digest `like` names:
+ * sha512 for `sha512:…`, sha256 otherwise, so that a comparison with `like` fails cleanly. @internal
+ */
+export function digestLike(like: string, bytes: Uint8Array): string {
+  return digestOf(bytes, like.startsWith("sha512:") ? "sha512" : "sha256");
 }
 
 /** Reads a whole stream, failing with `make()` as soon as it exceeds `limit` bytes. @internal */
