@@ -2,7 +2,6 @@ import { type ChildProcess, execFile } from "node:child_process";
 import {
   closeSync,
   existsSync,
-  mkdirSync,
   mkdtempSync,
   openSync,
   read,
@@ -22,10 +21,10 @@ import { requiresCommand, requiresRoot } from "@berth/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { type ConsoleSocket, listenConsoleSocket } from "./console.js";
 import { createRuntime, type Runtime } from "./runtime.js";
-import { defaultSpec, type Process, type Spec } from "./spec.js";
+import type { Process, Spec } from "./spec.js";
+import { makeBusyboxBundle } from "./testing/busybox-bundle.js";
 
 const execFileAsync = promisify(execFile);
-const BUSYBOX = "/bin/busybox";
 const RUNC = "/usr/sbin/runc";
 const BERTH_RUNC = new URL("../bin/berth-runc.js", import.meta.url).pathname;
 // Ids unique to this file: containers of every test file share the /berth/<id> cgroups.
@@ -51,21 +50,13 @@ function readMaster(fd: number): Promise<string> {
 }
 
 /** A busybox bundle from `defaultSpec()` (which equals `runc spec`) with a terminal. */
-function makeBundle(dir: string, args: string[], change: (s: Spec) => Spec = (s) => s): string {
-  const bundle = join(dir, "bundle");
-  mkdirSync(join(bundle, "rootfs", "bin"), { recursive: true });
-  for (const d of ["proc", "sys", "dev", "tmp"]) mkdirSync(join(bundle, "rootfs", d));
-  writeFileSync(join(bundle, "rootfs", "bin", "busybox"), readFileSync(BUSYBOX), { mode: 0o755 });
-  for (const a of ["sh", "tty", "stty", "echo", "ls", "stat", "readlink", "cat"])
-    symlinkSync("busybox", join(bundle, "rootfs", "bin", a));
-  const base = defaultSpec();
-  const spec = change({
-    ...base,
-    process: { ...(base.process as Process), terminal: true, args, consoleSize: { height: 24, width: 80 } },
+const makeBundle = (dir: string, args: string[], change: (s: Spec) => Spec = (s) => s): string =>
+  makeBusyboxBundle(join(dir, "bundle"), args, {
+    applets: ["sh", "tty", "stty", "echo", "ls", "stat", "readlink", "cat"],
+    terminal: true,
+    change: (s) =>
+      change({ ...s, process: { ...(s.process as Process), consoleSize: { height: 24, width: 80 } } }),
   });
-  writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
-  return bundle;
-}
 
 // What the terminal container prints: its tty, the size the spec asked for, whether /dev/console
 // is the same terminal, and that it is the controlling terminal (the session has one).

@@ -1,15 +1,4 @@
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -18,7 +7,7 @@ import { readMountInfo } from "@berth/sys";
 import { requiresRoot } from "@berth/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "./runtime.js";
-import { defaultSpec, type Process } from "./spec.js";
+import { makeBusyboxBundle } from "./testing/busybox-bundle.js";
 
 /** Live (not zombie) init processes this test process spawned (vitest runs each file in a fork). */
 function ownInits(): number[] {
@@ -48,16 +37,8 @@ async function waitInits(n: number): Promise<number[]> {
   return pids;
 }
 
-function makeBundle(dir: string, args: string[]): string {
-  const bundle = join(dir, "bundle");
-  mkdirSync(join(bundle, "rootfs", "bin"), { recursive: true });
-  writeFileSync(join(bundle, "rootfs", "bin", "busybox"), readFileSync("/bin/busybox"), { mode: 0o755 });
-  for (const a of ["sh", "true", "echo"]) symlinkSync("busybox", join(bundle, "rootfs", "bin", a));
-  const base = defaultSpec();
-  const spec = { ...base, process: { ...(base.process as Process), terminal: false, args } };
-  writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
-  return bundle;
-}
+const makeBundle = (dir: string, args: string[]): string =>
+  makeBusyboxBundle(join(dir, "bundle"), args, { applets: ["sh", "true", "echo"] });
 
 describe("init pool options", () => {
   it("refuses a size outside 1..64", () => {

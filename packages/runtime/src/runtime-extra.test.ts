@@ -2,7 +2,6 @@ import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_pro
 import {
   closeSync,
   existsSync,
-  mkdirSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -10,7 +9,6 @@ import {
   readlinkSync,
   rmdirSync,
   rmSync,
-  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -22,31 +20,18 @@ import { readMountInfo } from "@berth/sys";
 import { requiresCommand, requiresRoot } from "@berth/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "./runtime.js";
-import { defaultSpec, type Process, type Spec } from "./spec.js";
+import type { Process, Spec } from "./spec.js";
+import { makeBusyboxBundle } from "./testing/busybox-bundle.js";
 
 const execFileAsync = promisify(execFile);
-const BUSYBOX = "/bin/busybox";
 const RUNC = "/usr/sbin/runc";
 const BERTH_RUNC = new URL("../bin/berth-runc.js", import.meta.url).pathname;
 // Ids unique to this file: containers of every test file share the /berth/<id> cgroups.
 const PREFIX = `extra-${process.pid}`;
 const RUNC_CGROUP = `berth-extra-test-${process.pid}`;
-const APPLETS = execFileSync(BUSYBOX, ["--list"], { encoding: "utf8" })
-  .split("\n")
-  .filter((a) => a !== "" && a !== "busybox");
-
 /** A busybox bundle (every applet) from `defaultSpec()`, which equals `runc spec`, terminal off. */
-function makeBundle(dir: string, name: string, args: string[], change: (s: Spec) => Spec = (s) => s): string {
-  const bundle = join(dir, name);
-  mkdirSync(join(bundle, "rootfs", "bin"), { recursive: true });
-  for (const d of ["proc", "sys", "dev", "tmp"]) mkdirSync(join(bundle, "rootfs", d));
-  writeFileSync(join(bundle, "rootfs", "bin", "busybox"), readFileSync(BUSYBOX), { mode: 0o755 });
-  for (const a of APPLETS) symlinkSync("busybox", join(bundle, "rootfs", "bin", a));
-  const base = defaultSpec();
-  const spec = change({ ...base, process: { ...(base.process as Process), terminal: false, args } });
-  writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
-  return bundle;
-}
+const makeBundle = (dir: string, name: string, args: string[], change?: (s: Spec) => Spec): string =>
+  makeBusyboxBundle(join(dir, name), args, change ? { change } : {});
 
 /** The same bundle for runc, in a cgroup of this file's own that cleanup can remove. */
 function runcBundle(dir: string, name: string, args: string[], change: (s: Spec) => Spec = (s) => s): string {

@@ -1,15 +1,5 @@
 import { execFileSync } from "node:child_process";
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -19,8 +9,8 @@ import { requiresCommand, requiresRoot } from "@berth/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "./runtime.js";
 import { defaultSpec, type Process, type Spec } from "./spec.js";
+import { makeBusyboxBundle } from "./testing/busybox-bundle.js";
 
-const BUSYBOX = "/bin/busybox";
 const APPLETS = [
   "sh",
   "ls",
@@ -37,17 +27,8 @@ const APPLETS = [
 ];
 
 /** A bundle from busybox-static and `defaultSpec()` with terminal off and `args`. */
-function makeBundle(dir: string, args: string[], change: (s: Spec) => Spec = (s) => s): string {
-  const bundle = join(dir, "bundle");
-  mkdirSync(join(bundle, "rootfs", "bin"), { recursive: true });
-  mkdirSync(join(bundle, "rootfs", "tmp"));
-  writeFileSync(join(bundle, "rootfs", "bin", "busybox"), readFileSync(BUSYBOX), { mode: 0o755 });
-  for (const a of APPLETS) symlinkSync("busybox", join(bundle, "rootfs", "bin", a));
-  const base = defaultSpec();
-  const spec = change({ ...base, process: { ...(base.process as Process), terminal: false, args } });
-  writeFileSync(join(bundle, "config.json"), JSON.stringify(spec, null, 2));
-  return bundle;
-}
+const makeBundle = (dir: string, args: string[], change?: (s: Spec) => Spec): string =>
+  makeBusyboxBundle(join(dir, "bundle"), args, { applets: APPLETS, ...(change ? { change } : {}) });
 
 describe.runIf(requiresRoot("container runtime"))("runtime", () => {
   let dir: string;
