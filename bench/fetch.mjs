@@ -7,26 +7,37 @@
 // Usage: npm run fetch -w @berth/bench -- [--runs N] [--only ctr,lib,cli] [--no-breakdown]
 //        [--concurrency N]
 // Needs the built packages (`npm run build`), root, containerd + ctr, skopeo, docker-registry.
-import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import diagnostics from "node:diagnostics_channel";
-import { readdirSync, readFileSync } from "node:fs";
-import { mkdir, mkdtemp, open, rm } from "node:fs/promises";
-import { availableParallelism, loadavg } from "node:os";
+import { readdirSync } from "node:fs";
+import { mkdtemp, open, rm } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { createLocalContentStore } from "@berth/content";
 import { namespacedContentStore, openMetadata } from "@berth/metadata";
 import { createResolver, fetchImage } from "@berth/remotes";
-import { startContainerd, startRegistry } from "@berth/testing";
-import { ensureFixture, FIXTURE_TAG, readFixtureManifest } from "./lib/fixture.mjs";
+import { timedCtr, withContainerd } from "./lib/containerd.mjs";
+import { loadFixture } from "./lib/fixture.mjs";
+import {
+  berthBin,
+  capture,
+  createCleanups,
+  loadavgText,
+  mb,
+  mbps,
+  median,
+  pool,
+  positiveIntOption,
+  procCpuMs,
+  runMain,
+  sec,
+  timed,
+  workDir,
+} from "./lib/harness.mjs";
+import { startFixtureRegistry } from "./lib/registry.mjs";
 
 const TARGET_RATIO = 1.0;
-const benchDir = fileURLToPath(new URL(".", import.meta.url));
-const repoDir = join(benchDir, "..");
-const workDir = join(benchDir, ".work");
-const berthBin = join(repoDir, "packages", "cli", "bin", "berth.js");
 
 const { values: args } = parseArgs({
   options: {
@@ -37,55 +48,18 @@ const { values: args } = parseArgs({
     concurrency: { type: "string" },
   },
 });
-const runs = Number.parseInt(args.runs, 10);
-if (!Number.isInteger(runs) || runs < 1) {
-  console.error(`--runs must be a positive integer, got ${args.runs}`);
-  process.exit(2);
-}
+const runs = positiveIntOption("runs", args.runs);
 const only = new Set(args.only.split(","));
 const resolverOptions = args.concurrency === undefined ? {} : { concurrency: Number(args.concurrency) };
 
 // Everything started here is stopped here, on success, failure or a signal.
-const cleanups = [];
-let cleaning;
-function cleanup() {
-  cleaning ??= (async () => {
-    for (const fn of cleanups.splice(0).reverse()) {
-      try {
-        await fn();
-      } catch (err) {
-        console.error(`cleanup: ${err?.message ?? err}`);
-      }
-    }
-  })();
-  return cleaning;
-}
-function untrack(fn) {
-  const i = cleanups.indexOf(fn);
-  if (i >= 0) cleanups.splice(i, 1);
-}
-for (const signal of ["SIGINT", "SIGTERM"]) {
-  process.once(signal, () => {
-    console.error(`\n${signal}: cleaning up`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-
+const cleanups = createCleanups();
 const log = (s) => console.log(s);
 
-try {
-  await main();
-} catch (err) {
-  console.error(err?.stack ?? err);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-}
+await runMain(cleanups, main);
 
 async function main() {
-  await mkdir(workDir, { recursive: true });
-  const layout = await ensureFixture(workDir, log);
-  const { descriptor, manifest } = readFixtureManifest(layout);
+  const { layout, descriptor, manifest } = await loadFixture(workDir, log);
   const blobs = [descriptor, manifest.config, ...manifest.layers];
   const totalBytes = blobs.reduce((n, b) => n + b.size, 0);
   log(
@@ -94,28 +68,11 @@ async function main() {
   );
 
   const tmp = await mkdtemp(join(workDir, "tmp-"));
-  cleanups.push(() => rm(tmp, { recursive: true, force: true }));
+  cleanups.track(() => rm(tmp, { recursive: true, force: true }));
 
-  // The registry's storage is kept between runs of the benchmark (keyed on the manifest), so the
-  // push is quick after the first time; the registry process itself is new every time.
-  const storageDir = join(workDir, `registry-${descriptor.digest.slice(7, 19)}`);
-  for (const old of readdirSync(workDir).filter((n) => n.startsWith("registry-"))) {
-    if (join(workDir, old) !== storageDir) await rm(join(workDir, old), { recursive: true, force: true });
-  }
-  await mkdir(storageDir, { recursive: true });
-  const registry = await startRegistry({ storageDir });
-  cleanups.push(() => registry.stop());
-  const ref = `${registry.host}/bench/big:${FIXTURE_TAG}`;
-  const t = performance.now();
-  await exec("skopeo", [
-    "copy",
-    "--quiet",
-    "--preserve-digests",
-    "--dest-tls-verify=false",
-    `oci:${layout}:${FIXTURE_TAG}`,
-    `docker://${ref}`,
-  ]);
-  log(`pushed ${ref} with skopeo in ${sec(performance.now() - t)} s`);
+  // Reports the push in its own two lines below, hence no `log` here.
+  const { registry, ref, pushMs } = await startFixtureRegistry(cleanups, workDir, layout, descriptor);
+  log(`pushed ${ref} with skopeo in ${sec(pushMs)} s`);
   log(`registry pid ${registry.pid}; ${runs} run(s) of each of: ${[...only].join(", ")}`);
   log(
     `host: ${availableParallelism()} cpus, node ${process.version}, ${(await capture("ctr", ["--version"])).trim()}; ` +
@@ -175,35 +132,16 @@ async function main() {
 
 /** One `ctr content fetch` into a containerd started (untimed) for this run only. */
 async function runCtr(tmp, ref, blobs, registryPid) {
-  const containerd = await startContainerd(tmp);
-  // Also stopped by cleanup() if a signal arrives mid-run (the finally below would not run).
-  cleanups.push(containerd.stop);
-  try {
-    const daemonBefore = procCpuMs(containerd.pid);
-    const registryBefore = procCpuMs(registryPid);
-    const { ms, cpuMs } = await timed(tmp, "ctr", [
-      "--address",
-      containerd.address,
-      "--namespace",
-      "bench",
+  return withContainerd(cleanups, tmp, async (containerd) => {
+    const { ms, cpuMs, daemonCpuMs, registryCpuMs } = await timedCtr(cleanups, containerd, tmp, registryPid, [
       "content",
       "fetch",
       "--plain-http",
       ref,
     ]);
-    const daemonCpuMs = procCpuMs(containerd.pid) - daemonBefore;
-    const registryCpuMs = procCpuMs(registryPid) - registryBefore;
-    return {
-      ms,
-      cpuMs,
-      daemonCpuMs,
-      registryCpuMs,
-      note: checkBlobs(join(containerd.contentDir, "blobs", "sha256"), blobs),
-    };
-  } finally {
-    untrack(containerd.stop);
-    await containerd.stop();
-  }
+    const note = checkBlobs(join(containerd.contentDir, "blobs", "sha256"), blobs);
+    return { ms, cpuMs, daemonCpuMs, registryCpuMs, note };
+  });
 }
 
 /** One in-process pull with the library into a fresh root, as the brief and the CLI wire it. */
@@ -253,7 +191,7 @@ async function runCli(tmp, ref, blobs, registryPid) {
   const root = await mkdtemp(join(tmp, "berth-cli-"));
   try {
     const registryBefore = procCpuMs(registryPid);
-    const { ms, cpuMs } = await timed(root, process.execPath, [
+    const { ms, cpuMs } = await timed(cleanups, root, process.execPath, [
       berthBin,
       "--root",
       join(root, "root"),
@@ -393,69 +331,6 @@ function instrumentation() {
   };
 }
 
-/** Runs `cmd` under /usr/bin/time (its report goes to `dir`); resolves with its wall time and its user+sys CPU time. */
-async function timed(dir, cmd, argv) {
-  const timeFile = join(dir, "time.txt");
-  const start = performance.now();
-  await exec("/usr/bin/time", ["-f", "%U %S", "-o", timeFile, cmd, ...argv]);
-  const ms = performance.now() - start;
-  const [user, sys] = readFileSync(timeFile, "utf8").trim().split("\n").pop().split(" ").map(Number);
-  await rm(timeFile, { force: true });
-  return { ms, cpuMs: (user + sys) * 1000 };
-}
-
-/** Runs a command to completion, draining its output; rejects with its stderr on failure. */
-function exec(cmd, argv) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
-    const kill = () =>
-      child.exitCode === null && child.pid !== undefined && process.kill(child.pid, "SIGTERM");
-    cleanups.push(kill);
-    let stderr = "";
-    child.stdout.resume();
-    child.stderr.on("data", (d) => {
-      stderr = (stderr + d).slice(-4000);
-    });
-    child.once("error", reject);
-    child.once("close", (code, signal) => {
-      untrack(kill);
-      if (code === 0) resolve();
-      else reject(new Error(`${cmd} ${argv.join(" ")} failed (${signal ?? `status ${code}`}): ${stderr}`));
-    });
-  });
-}
-
-/** Runs a command and resolves with its stdout. */
-function capture(cmd, argv) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "ignore"] });
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-    });
-    child.once("error", reject);
-    child.once("close", () => resolve(out));
-  });
-}
-
-function loadavgText() {
-  return loadavg()
-    .map((l) => l.toFixed(2))
-    .join(" ");
-}
-
-/** User+system CPU of a live process from /proc, in milliseconds (0 when it cannot be read). */
-function procCpuMs(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after "pid (comm) ".
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-  } catch {
-    return 0;
-  }
-}
-
 /** A warning when the store did not end up with exactly the image's blobs; empty when it did. */
 function checkBlobs(dir, blobs) {
   let names = [];
@@ -466,30 +341,4 @@ function checkBlobs(dir, blobs) {
   }
   const missing = blobs.filter((b) => !names.includes(b.digest.slice(7)));
   return missing.length === 0 ? "" : `WARNING: ${missing.length} of ${blobs.length} blobs missing in ${dir}`;
-}
-
-async function pool(items, concurrency, fn) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++]);
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-function mb(bytes) {
-  return (bytes / 1e6).toFixed(1);
-}
-
-function mbps(bytes, ms) {
-  return (bytes / 1e6 / (ms / 1000)).toFixed(1);
-}
-
-function sec(ms) {
-  return (ms / 1000).toFixed(2);
 }

@@ -6,7 +6,6 @@ import { availableParallelism } from "node:os";
 import { basename, join } from "node:path";
 import { Writable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { createGunzip } from "node:zlib";
@@ -29,9 +28,11 @@ import { isalAvailable } from "@berth/sys";
 // third measured side.
 // Needs the built packages (`npm run build`), root, containerd + ctr, skopeo, docker-registry,
 // mkfs.ext4 and loop devices.
-import { startContainerd } from "@berth/testing";
-import { blobPath, ensureFixture, readFixtureManifest } from "./lib/fixture.mjs";
+import { timedCtr, withContainerd } from "./lib/containerd.mjs";
+import { blobPath, loadFixture } from "./lib/fixture.mjs";
 import {
+  benchDir,
+  berthBin,
   capture,
   createCleanups,
   exec,
@@ -41,19 +42,18 @@ import {
   mbps,
   median,
   pool,
+  positiveIntOption,
   procCpuMs,
   removeTree,
+  runMain,
   sec,
   syncDisks,
   timed,
+  workDir,
 } from "./lib/harness.mjs";
 import { startFixtureRegistry } from "./lib/registry.mjs";
 
 const TARGET_RATIO = 0.5;
-const benchDir = fileURLToPath(new URL(".", import.meta.url));
-const repoDir = join(benchDir, "..");
-const workDir = join(benchDir, ".work");
-const berthBin = join(repoDir, "packages", "cli", "bin", "berth.js");
 const workerScript = join(benchDir, "lib", "berth-unpack-worker.mjs");
 const applyThreadScript = join(benchDir, "lib", "apply-thread.mjs");
 
@@ -67,11 +67,7 @@ const { values: args } = parseArgs({
     fs: { type: "string", default: "loop" },
   },
 });
-const runs = Number.parseInt(args.runs, 10);
-if (!Number.isInteger(runs) || runs < 1) {
-  console.error(`--runs must be a positive integer, got ${args.runs}`);
-  process.exit(2);
-}
+const runs = positiveIntOption("runs", args.runs);
 const only = new Set(args.only.split(","));
 if (args.fs !== "loop" && args.fs !== "dir") {
   console.error(`--fs must be loop or dir, got ${args.fs}`);
@@ -85,19 +81,10 @@ const snapshotShapes = new Map();
 let scratchCount = 0;
 const log = (s) => console.log(s);
 
-try {
-  await main();
-} catch (err) {
-  console.error(err?.stack ?? err);
-  process.exitCode = 1;
-} finally {
-  await cleanups.cleanup();
-}
+await runMain(cleanups, main);
 
 async function main() {
-  await mkdir(workDir, { recursive: true });
-  const layout = await ensureFixture(workDir, log);
-  const { descriptor, manifest } = readFixtureManifest(layout);
+  const { layout, descriptor, manifest } = await loadFixture(workDir, log);
   const config = JSON.parse(readFileSync(blobPath(layout, manifest.config.digest), "utf8"));
   const layers = manifest.layers.map((l, i) => ({
     ...l,
@@ -200,34 +187,28 @@ function fmtPhase(ms) {
 /** One `ctr images pull` (fetch, then unpack into overlayfs) into a containerd started (untimed) for this run only. */
 async function runCtr(tmp, ref, registryPid) {
   const fs = await scratch(tmp, "ctr");
-  const containerd = await startContainerd(fs.dir);
-  // Also stopped by the cleanups if a signal arrives mid-run (the finally below would not run).
-  cleanups.track(containerd.stop);
   try {
-    const daemonBefore = procCpuMs(containerd.pid);
-    const registryBefore = procCpuMs(registryPid);
-    // ctr 1.6 fetches everything, then prints "unpacking <platform> <digest>..." and unpacks.
-    const { ms, cpuMs, marks } = await timed(
-      cleanups,
-      containerd.root,
-      "ctr",
-      ["--address", containerd.address, "--namespace", "bench", "images", "pull", "--plain-http", ref],
-      { marks: { unpack: /unpacking \S+ sha256:/ } },
-    );
-    const daemonCpuMs = procCpuMs(containerd.pid) - daemonBefore;
-    const registryCpuMs = procCpuMs(registryPid) - registryBefore;
-    return {
-      ms,
-      cpuMs,
-      daemonCpuMs,
-      registryCpuMs,
-      fetchMs: marks.unpack,
-      unpackMs: marks.unpack === undefined ? undefined : ms - marks.unpack,
-      check: await checkSnapshots("ctr", containerd.snapshotsDir),
-    };
+    return await withContainerd(cleanups, fs.dir, async (containerd) => {
+      // ctr 1.6 fetches everything, then prints "unpacking <platform> <digest>..." and unpacks.
+      const { ms, cpuMs, daemonCpuMs, registryCpuMs, marks } = await timedCtr(
+        cleanups,
+        containerd,
+        containerd.root,
+        registryPid,
+        ["images", "pull", "--plain-http", ref],
+        { marks: { unpack: /unpacking \S+ sha256:/ } },
+      );
+      return {
+        ms,
+        cpuMs,
+        daemonCpuMs,
+        registryCpuMs,
+        fetchMs: marks.unpack,
+        unpackMs: marks.unpack === undefined ? undefined : ms - marks.unpack,
+        check: await checkSnapshots("ctr", containerd.snapshotsDir),
+      };
+    });
   } finally {
-    cleanups.untrack(containerd.stop);
-    await containerd.stop();
     await fs.dispose();
   }
 }

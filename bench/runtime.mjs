@@ -25,9 +25,10 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { loadavg, tmpdir } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { createCleanups, loadavgText, median } from "./lib/harness.mjs";
 
 const { values: opts } = parseArgs({
   options: {
@@ -51,31 +52,12 @@ if (!existsSync(join(repo, "packages/runtime/dist/cli/main.js"))) {
 }
 
 // --- cleanup: runs on success, failure and Ctrl-C ------------------------------------------
-const cleanups = [];
-let cleaned = false;
-function cleanup() {
-  if (cleaned) return;
-  cleaned = true;
-  for (const fn of cleanups.reverse()) {
-    try {
-      fn();
-    } catch (err) {
-      console.error(`cleanup: ${err?.message ?? err}`);
-    }
-  }
-}
-for (const signal of ["SIGINT", "SIGTERM"]) {
-  process.once(signal, () => {
-    console.error(`\n${signal}: cleaning up`);
-    cleanup();
-    process.exit(130);
-  });
-}
+const cleanups = createCleanups();
 
 const work = mkdtempSync(join(tmpdir(), "berth-bench-runtime-"));
-cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+cleanups.track(() => rmSync(work, { recursive: true, force: true }));
 const cgroupParent = `/berth-bench-runtime-${process.pid}`;
-cleanups.push(() => {
+cleanups.track(() => {
   // Both runtimes remove the container's cgroup on delete; the parent is ours to remove.
   for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
     const [left = "", right = ""] = line.split(" - ");
@@ -116,7 +98,7 @@ const commands = {
   node: [process.execPath, ["-e", "0"]],
 };
 for (const [name, root] of Object.entries(roots)) {
-  cleanups.push(() => {
+  cleanups.track(() => {
     // A run that was interrupted may leave its container; force-delete it by id.
     const [cmd, args] = name === "runc" ? ["runc", []] : [process.execPath, [berthBin]];
     if (name === "lib" || name === "pool") return; // Deleted in-process by run(), or below.
@@ -135,7 +117,7 @@ const lib = createRuntime({ root: roots.lib });
 const POOL_SIZE = 2;
 const pooled = createRuntime({ root: roots.pool, pool: { size: POOL_SIZE } });
 for (const root of [roots.lib, roots.pool]) {
-  cleanups.push(() => {
+  cleanups.track(() => {
     if (existsSync(join(root, "bench"))) {
       try {
         execFileSync(process.execPath, [berthBin, "--root", root, "delete", "-f", "bench"], {
@@ -149,7 +131,7 @@ for (const root of [roots.lib, roots.pool]) {
 }
 // Kills the idle pooled inits by pid (they would also exit on their own when this process does).
 let poolClosed = false;
-cleanups.push(() => {
+cleanups.track(() => {
   if (poolClosed) return;
   for (const pid of poolInits().map((p) => p.pid)) {
     try {
@@ -223,11 +205,6 @@ async function once(name) {
   });
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 === 1 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
 const pct = (xs, p) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))];
 const f = (ms) => ms.toFixed(1).padStart(7);
@@ -236,11 +213,7 @@ try {
   console.log(
     `runtime bench: busybox \`true\` bundle, ${runs} runs each (+${warmup} warm-up), alternating order`,
   );
-  console.log(
-    `load average before: ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(" ")}`,
-  );
+  console.log(`load average before: ${loadavgText()}`);
   console.log(
     `runc: ${execFileSync("runc", ["--version"], { encoding: "utf8" }).split("\n")[0]}; node ${process.version}`,
   );
@@ -289,16 +262,12 @@ try {
   console.log(
     `ratio pool/runc (medians, in-process from a warm pool of ${POOL_SIZE}): ${poolRatio.toFixed(2)}x — target ≤ ${TARGET}x: ${poolRatio <= TARGET ? "MET" : "NOT MET"}`,
   );
-  console.log(
-    `load average after: ${loadavg()
-      .map((l) => l.toFixed(2))
-      .join(" ")}`,
-  );
+  console.log(`load average after: ${loadavgText()}`);
 } catch (err) {
   console.error(`runtime bench failed: ${err?.message ?? err}`);
   process.exitCode = 1;
 } finally {
   await pooled.close().catch((err) => console.error(`pool close: ${err?.message ?? err}`));
   poolClosed = true;
-  cleanup();
+  await cleanups.cleanup();
 }

@@ -38,6 +38,16 @@ const LAYERS = [
 const SPEC = JSON.stringify({ version: 1, gzipLevel: 6, layers: LAYERS });
 
 /**
+ * Makes `workDir`, ensures the fixture there (`ensureFixture`) and reads its manifest: resolves
+ * with `{ layout, descriptor, manifest }` (see `readFixtureManifest`).
+ */
+export async function loadFixture(workDir, log) {
+  await mkdir(workDir, { recursive: true });
+  const layout = await ensureFixture(workDir, log);
+  return { layout, ...readFixtureManifest(layout) };
+}
+
+/**
  * Returns the directory of the cached OCI layout under `workDir`, building it first if it is
  * missing or was built from another spec. Logs progress with `log`.
  */

@@ -7,6 +7,29 @@ import { readFileSync } from "node:fs";
 import { mkdir, rm } from "node:fs/promises";
 import { loadavg } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** bench/ (this file is in bench/lib). */
+export const benchDir = fileURLToPath(new URL("..", import.meta.url));
+/** The repository root. */
+export const repoDir = join(benchDir, "..");
+/** bench/.work (gitignored): the cached fixture and registry storage, and the runs' temp dirs. */
+export const workDir = join(benchDir, ".work");
+/** The built berth CLI, run with `process.execPath`. */
+export const berthBin = join(repoDir, "packages", "cli", "bin", "berth.js");
+
+/**
+ * The value of `--<option>` as a positive integer (parsed as `Number.parseInt`); prints what was
+ * wrong and exits with status 2 when it is not one.
+ */
+export function positiveIntOption(option, value) {
+  const n = Number.parseInt(value, 10);
+  if (!Number.isInteger(n) || n < 1) {
+    console.error(`--${option} must be a positive integer, got ${value}`);
+    process.exit(2);
+  }
+  return n;
+}
 
 /**
  * The cleanup registry: `track(fn)` adds a cleanup (run last-in first-out), `untrack(fn)` drops it
@@ -43,6 +66,21 @@ export function createCleanups() {
     });
   }
   return { track, untrack, cleanup };
+}
+
+/**
+ * Runs a benchmark's `main` and then the cleanups of `cleanups`, whether it succeeded or not. A
+ * failure is printed (its stack) and sets the exit status to 1; it is not rethrown.
+ */
+export async function runMain(cleanups, main) {
+  try {
+    await main();
+  } catch (err) {
+    console.error(err?.stack ?? err);
+    process.exitCode = 1;
+  } finally {
+    await cleanups.cleanup();
+  }
 }
 
 /**

@@ -11,7 +11,9 @@ import { exec, sec } from "./harness.mjs";
 
 /**
  * Starts the registry (stopped by a cleanup of `cleanups`) and pushes the layout's image as
- * `bench/big:<tag>`. Resolves with the registry handle and the image reference.
+ * `bench/big:<tag>`. Resolves with the registry handle, the image reference and how long the push
+ * took (`pushMs`). Logs the push with `log` when given; a caller that reports it its own way
+ * leaves `log` out.
  */
 export async function startFixtureRegistry(cleanups, workDir, layout, descriptor, log) {
   const storageDir = join(workDir, `registry-${descriptor.digest.slice(7, 19)}`);
@@ -31,6 +33,7 @@ export async function startFixtureRegistry(cleanups, workDir, layout, descriptor
     `oci:${layout}:${FIXTURE_TAG}`,
     `docker://${ref}`,
   ]);
-  log(`pushed ${ref} with skopeo in ${sec(performance.now() - t)} s (registry pid ${registry.pid})`);
-  return { registry, ref };
+  const pushMs = performance.now() - t;
+  log?.(`pushed ${ref} with skopeo in ${sec(pushMs)} s (registry pid ${registry.pid})`);
+  return { registry, ref, pushMs };
 }
