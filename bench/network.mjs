@@ -277,6 +277,8 @@ try {
 
   await driver.removeNetwork(BERTH_NETWORK);
   await manager.bridge.removeNetwork(LIFECYCLE_NETWORK);
+  driver.close?.();
+  manager.close();
   createNat({ table: BERTH_TABLE, netns: hostNs }).deleteTable();
   log("");
   log(`load average after: ${loadavgText()}`);

@@ -100,6 +100,16 @@ describe.runIf(
     expect(hostNetworkSnapshot()).toEqual(before);
   });
 
+  /** Published ports in the test's table, through a Nat closed right after. */
+  const published = () => {
+    const nat = createNat({ table: TABLE, netns: hostNs });
+    try {
+      return nat.listPublished();
+    } finally {
+      nat.close();
+    }
+  };
+
   /** Starts container `id` running `script` under sh; its output goes to a file. */
   function start(id: string, script: string, options: { network?: string; ports?: string[] } = {}): Running {
     const log = join(dir, `${id}-${serial++}.log`);
@@ -185,13 +195,12 @@ describe.runIf(
     expect(await fetchRetry(hostNs, "127.0.0.1", 8080)).toBe("pub\n");
     expect(tcpFetch(hostNs, HOST_IP, 8080)).toBe("pub\n");
     expect(tcpFetch(internetNs, HOST_IP, 8080)).toBe("pub\n");
-    const published = createNat({ table: TABLE, netns: hostNs }).listPublished();
-    expect(published).toMatchObject([
+    expect(published()).toMatchObject([
       { containerId: "pub", hostPort: 8080, containerIP: web.ip, containerPort: 80 },
     ]);
     await stop(web);
     // Torn down with the container.
-    expect(createNat({ table: TABLE, netns: hostNs }).listPublished()).toEqual([]);
+    expect(published()).toEqual([]);
     expect(() => tcpFetch(hostNs, "127.0.0.1", 8080, 500)).toThrow();
   });
 
@@ -214,6 +223,7 @@ describe.runIf(
     await stop(red);
     await bridges.removeNetwork("red");
     await bridges.removeNetwork("blue");
+    bridges.close?.();
   });
 
   it("modes: none (only lo), host, container:<id>, ns:<path>", async () => {
@@ -251,7 +261,7 @@ describe.runIf(
     } finally {
       links.close();
     }
-    expect(createNat({ table: TABLE, netns: hostNs }).listPublished()).toEqual([]);
+    expect(published()).toEqual([]);
     const state = join(dir, "root", "network");
     expect(readdirSafe(join(state, "containers"))).toEqual([]);
     expect(readdirSafe(join(state, "netns"))).toEqual([]);

@@ -282,31 +282,40 @@ export function buildProgram(
 
   images
     .command("export")
-    .description("export images as an OCI image layout tar (- for stdout)")
+    .description(
+      "export images as an OCI image layout tar with Docker's manifest.json for docker load (- for stdout)",
+    )
     .argument("<out>")
     .argument("<ref...>")
     .option("--platform <platform...>", "platform(s) to export")
     .option("--all-platforms", "export every platform")
-    .action(async (file: string, refs: string[], opts: { platform?: string[]; allPlatforms?: boolean }) => {
-      const c = await open();
-      if (file === "-") {
-        await c.exportImages(io.stdout, refs, platformsOf(opts));
-        return;
-      }
-      // Write beside the target and rename on success, so a failed export leaves no partial archive.
-      const partial = `${file}.partial-${process.pid}`;
-      const sink = createWriteStream(partial, { mode: 0o644 });
-      let ok = false;
-      try {
-        await c.exportImages(sink, refs, platformsOf(opts));
-        ok = true;
-      } finally {
-        sink.end();
-        await finished(sink).catch(() => undefined);
-        if (ok) renameSync(partial, file);
-        else rmSync(partial, { force: true });
-      }
-    });
+    .option("--skip-docker-manifest", "leave out Docker's manifest.json (ctr: --skip-manifest-json)")
+    .action(
+      async (file: string, refs: string[], opts: RegistryOptions & { skipDockerManifest?: boolean }) => {
+        const options = {
+          ...platformsOf(opts),
+          ...(opts.skipDockerManifest ? { skipDockerManifest: true } : {}),
+        };
+        const c = await open();
+        if (file === "-") {
+          await c.exportImages(io.stdout, refs, options);
+          return;
+        }
+        // Write beside the target and rename on success, so a failed export leaves no partial archive.
+        const partial = `${file}.partial-${process.pid}`;
+        const sink = createWriteStream(partial, { mode: 0o644 });
+        let ok = false;
+        try {
+          await c.exportImages(sink, refs, options);
+          ok = true;
+        } finally {
+          sink.end();
+          await finished(sink).catch(() => undefined);
+          if (ok) renameSync(partial, file);
+          else rmSync(partial, { force: true });
+        }
+      },
+    );
 
   images
     .command("inspect")

@@ -235,11 +235,18 @@ export interface Client {
     source: Readable | { readonly dir: string },
     options?: ImportCallOptions,
   ): Promise<ImageRecord[]>;
-  /** Writes the named images as an OCI layout tar to `out` (the caller ends `out`). */
+  /**
+   * Writes the named images as an OCI layout tar to `out` (the caller ends `out`), with Docker's
+   * `manifest.json` beside it for `docker load` unless `skipDockerManifest` is set.
+   */
   exportImages(
     out: Writable,
     names: readonly string[],
-    options?: { readonly platforms?: readonly string[]; readonly allPlatforms?: boolean },
+    options?: {
+      readonly platforms?: readonly string[];
+      readonly allPlatforms?: boolean;
+      readonly skipDockerManifest?: boolean;
+    },
   ): Promise<void>;
   /** Record, manifest and config of an image for one platform (default the host's). */
   inspectImage(name: string, options?: { readonly platform?: string }): Promise<ImageDetails>;
@@ -281,7 +288,7 @@ export interface Client {
   inspectContainerNetwork(id: string): Promise<ContainerNetwork>;
   /** Runs garbage collection over the whole root (every namespace). */
   garbageCollect(): Promise<GcResult>;
-  /** Releases the database connection. */
+  /** Releases the database connection and, if one was used, the network manager's open sockets. */
   close(): Promise<void>;
 }
 
@@ -608,7 +615,11 @@ class EmbeddedClient implements Client {
   async exportImages(
     out: Writable,
     names: readonly string[],
-    options: { readonly platforms?: readonly string[]; readonly allPlatforms?: boolean } = {},
+    options: {
+      readonly platforms?: readonly string[];
+      readonly allPlatforms?: boolean;
+      readonly skipDockerManifest?: boolean;
+    } = {},
   ): Promise<void> {
     if (names.length === 0) throw invalidArgument("export needs at least one image name");
     const images = [];
@@ -617,12 +628,10 @@ class EmbeddedClient implements Client {
       images.push({ name: image.name, target: image.target });
     }
     const choice = choosePlatforms(options);
-    await exportImages(
-      this.content,
-      images,
-      out,
-      choice.all ? { allPlatforms: true } : { platform: choice.any },
-    );
+    await exportImages(this.content, images, out, {
+      ...(choice.all ? { allPlatforms: true } : { platform: choice.any }),
+      ...(options.skipDockerManifest ? { skipDockerManifest: true } : {}),
+    });
   }
 
   async inspectImage(name: string, options: { readonly platform?: string } = {}): Promise<ImageDetails> {
@@ -861,6 +870,8 @@ class EmbeddedClient implements Client {
   async close(): Promise<void> {
     for (const backend of this.backends.values()) await (await backend).close();
     this.backends.clear();
+    // The network manager's NAT keeps a libnftables netlink socket open until closed.
+    this.#network?.close();
     this.meta.close();
   }
 }

@@ -59,8 +59,8 @@ export {
 export type { StreamCodec, StreamCodecOptions } from "./native-codec.js";
 export type { NetlinkSocketOptions } from "./netlink-socket.js";
 export { NetlinkProtocol, NetlinkSocket, NetlinkSocketOption, SOL_NETLINK } from "./netlink-socket.js";
-export type { NftablesRunOptions } from "./nftables.js";
-export { NftOutputFlag, nftablesAvailable, runNftables } from "./nftables.js";
+export type { NftablesContext, NftablesRunOptions } from "./nftables.js";
+export { NftOutputFlag, nftablesAvailable, openNftables, runNftables } from "./nftables.js";
 export type { PrctlArg } from "./prctl.js";
 export { getChildSubreaper, getProcessName, Prctl, prctl, setProcessName } from "./prctl.js";
 export {

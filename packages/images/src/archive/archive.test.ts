@@ -90,7 +90,7 @@ describe("exportImages", () => {
       .split("\n")
       .map((l) => l.split(/\s+/).pop());
     expect(names).toEqual([...names].sort());
-    expect(names.slice(-2)).toEqual(["index.json", "oci-layout"]);
+    expect(names.slice(-3)).toEqual(["index.json", "manifest.json", "oci-layout"]);
     const index = JSON.parse((await run("tar", ["-xOf", file, "index.json"])).stdout);
     expect(index.manifests[0].annotations).toEqual({
       "io.containerd.image.name": name,

@@ -12,6 +12,7 @@ import { Annotations, isNonDistributableMediaType, MediaType } from "../media-ty
 import { hostPlatform, allPlatforms as matchAll, onlyPlatform, type PlatformMatcher } from "../platforms.js";
 import { parseReference } from "../reference.js";
 import { walkImage } from "../walk.js";
+import { dockerManifest } from "./docker-manifest.js";
 import { blobPath } from "./paths.js";
 
 /** One image to export: its name (a full reference) and the descriptor it points to. */
@@ -31,10 +32,18 @@ export interface ExportImagesOptions {
   readonly allPlatforms?: boolean;
   /** Leave out non-distributable (foreign) layers, which their licenses may forbid copying. */
   readonly skipNonDistributable?: boolean;
+  /**
+   * Leave out Docker's `manifest.json` (containerd's `WithSkipDockerManifest`, `ctr images export
+   * --skip-manifest-json`). By default it is written beside the OCI layout so that `docker load`
+   * accepts the archive too; see {@link exportImages}.
+   */
+  readonly skipDockerManifest?: boolean;
 }
 
 /** The OCI image layout version berth writes and reads. */
 const layoutVersion = "1.0.0";
+/** Docker's archive index, read by `docker load`. */
+const dockerManifestFile = "manifest.json";
 /** A fixed modification time so that exporting the same images twice gives the same bytes. */
 const fixedMtime = new Date(0);
 
@@ -42,6 +51,8 @@ interface ExportPlan {
   readonly blobs: Descriptor[];
   readonly indexJson: Uint8Array;
   readonly layoutJson: Uint8Array;
+  /** Docker's manifest.json; undefined when skipped or when no image resolves to a manifest. */
+  readonly dockerManifestJson: Uint8Array | undefined;
 }
 
 async function plan(
@@ -96,10 +107,19 @@ async function plan(
     }
   }
   const index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests };
+  let dockerManifestJson: Uint8Array | undefined;
+  if (!options.skipDockerManifest) {
+    // Like ctr, one platform per index even when every platform is exported: Docker's format
+    // has a single config per entry. The same choice as the walk unless allPlatforms is set.
+    const entries = await dockerManifest(store, images, options.platform ?? onlyPlatform(hostPlatform()));
+    // containerd writes no manifest.json when no image resolves to a manifest.
+    if (entries.length > 0) dockerManifestJson = Buffer.from(JSON.stringify(entries));
+  }
   return {
     blobs: [...blobs.values()].sort((a, b) => (blobPath(a.digest) < blobPath(b.digest) ? -1 : 1)),
     indexJson: Buffer.from(JSON.stringify(index)),
     layoutJson: Buffer.from(JSON.stringify({ imageLayoutVersion: layoutVersion })),
+    dockerManifestJson,
   };
 }
 
@@ -164,6 +184,9 @@ async function exportTar(store: ContentStore, p: ExportPlan, out: Writable): Pro
     }
     for (const desc of p.blobs) await entry(blobPath(desc.digest), desc.size, blobChunks(store, desc));
     await entry("index.json", p.indexJson.byteLength, [p.indexJson]);
+    if (p.dockerManifestJson !== undefined) {
+      await entry(dockerManifestFile, p.dockerManifestJson.byteLength, [p.dockerManifestJson]);
+    }
     await entry("oci-layout", p.layoutJson.byteLength, [p.layoutJson]);
     pack.finalize();
   } catch (err) {
@@ -202,6 +225,10 @@ async function exportDir(store: ContentStore, p: ExportPlan, dir: string): Promi
     await writeFileAtomic(join(dir, blobPath(desc.digest)), blobChunks(store, desc));
   // The layout marker last: a reader only trusts the directory once everything it names exists.
   await writeFileAtomic(join(dir, "index.json"), [p.indexJson]);
+  // index.json is replaced whole, so a manifest.json left by an earlier export must not outlive it.
+  if (p.dockerManifestJson !== undefined) {
+    await writeFileAtomic(join(dir, dockerManifestFile), [p.dockerManifestJson]);
+  } else await rm(join(dir, dockerManifestFile), { force: true });
   await writeFileAtomic(join(dir, "oci-layout"), [p.layoutJson]);
 }
 
@@ -210,9 +237,20 @@ async function exportDir(store: ContentStore, p: ExportPlan, dir: string): Promi
  * (annotated with `io.containerd.image.name` = the name and `org.opencontainers.image.ref.name` =
  * its tag), and `blobs/<alg>/<hex>` for every blob reachable on the selected platforms.
  *
+ * Unless `options.skipDockerManifest` is set, a Docker `manifest.json` is written beside the layout
+ * too, as containerd's exporter does, so that `docker load` (and `skopeo … docker-archive:`)
+ * accept the same archive: one entry per image that is a manifest, or an index resolved to the
+ * manifest of the preferred platform (`options.platform`, default the exact host platform; only
+ * one per index, also with `allPlatforms`); `Config` and `Layers` name the layout's own blobs,
+ * layers as stored; `RepoTags` holds Docker's familiar names (`busybox:latest`), names with a
+ * digest left out. The file is absent when no image resolves to a manifest. The full rules, and
+ * where they differ from containerd's, are on `dockerManifest` in `docker-manifest.ts`.
+ * Berth's `importImages` prefers `index.json`, so the extra file changes nothing it imports.
+ *
  * `out` is either a `Writable`, which receives a tar archive (deterministic: entries sorted,
  * mtime 0, uid/gid 0) and is ended on success or destroyed on failure; or `{ dir }`, a directory
- * created if needed, whose blob files are written atomically and whose `index.json` is replaced.
+ * created if needed, whose blob files are written atomically and whose `index.json` and
+ * `manifest.json` are replaced (a stale `manifest.json` is removed when none is written).
  *
  * Everything is checked before the first byte is written: throws `invalid-argument` for a name
  * that is not a valid reference, `not-found` for content missing from the store, `data-loss` when

@@ -103,6 +103,7 @@ describe.runIf(
   });
 
   afterEach(async () => {
+    driver.close?.();
     for (const server of servers.splice(0)) await server.stop();
     for (const ns of namespaces.splice(0)) deleteNetns(ns);
     const mounts = readMountInfo().filter((m) => m.mountPoint.startsWith(dir));

@@ -154,6 +154,13 @@ export interface BridgeDriver {
    * its published ports and releases its address. Idempotent. Throws `not-found` for an unknown network.
    */
   disconnect(network: string, containerId: string): Promise<void>;
+  /**
+   * Releases what the driver holds open: the libnftables context(s) of its NAT (see
+   * {@link Nat.close}), a netlink socket that otherwise stays open, with the host namespace it
+   * lives in, until the process exits. Idempotent; never throws. The driver stays usable and
+   * opens what it needs again. Optional, so that other implementations need not hold anything.
+   */
+  close?(): void;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -492,5 +499,9 @@ class Driver implements BridgeDriver {
     this.#inHost((rt) => rt.deleteLink(hostVethOf(record.name, containerId), { ignoreMissing: true }));
     this.#nat.removeContainer(containerId);
     await this.#ipam.release(record.name, containerId);
+  }
+
+  close(): void {
+    this.#nat.close();
   }
 }

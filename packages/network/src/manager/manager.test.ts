@@ -118,6 +118,7 @@ describe.runIf(
   });
 
   afterEach(async () => {
+    manager.close();
     for (const stop of stops.splice(0)) await stop();
     for (const ns of namespaces.splice(0)) deleteNetns(ns);
     const mounts = readMountInfo().filter((m) => m.mountPoint.startsWith(dir));
@@ -130,6 +131,15 @@ describe.runIf(
   });
 
   const inNs = <T>(ns: string, fn: (rt: Rtnetlink) => NotPromise<T>) => Rtnetlink.use({ netns: ns }, fn);
+  /** Published ports in the test's table, through a Nat closed right after. */
+  const published = () => {
+    const nat = createNat({ table: TABLE, netns: hostNs });
+    try {
+      return nat.listPublished();
+    } finally {
+      nat.close();
+    }
+  };
   const linksIn = (ns: string) => inNs(ns, (rt) => rt.listLinks().map((l) => l.name));
   const hostLinks = () => linksIn(hostNs).sort();
 
@@ -165,7 +175,7 @@ describe.runIf(
     await manager.teardown("web");
     expect(existsSync(join(dir, "state", "netns", "web"))).toBe(false);
     expect(readdirSync(join(dir, "state", "containers"))).toEqual([]);
-    expect(createNat({ table: TABLE, netns: hostNs }).listPublished()).toEqual([]);
+    expect(published()).toEqual([]);
     expect(() => tcpFetch(hostNs, "127.0.0.1", 18080, 500)).toThrow();
     expect(isNotFound(await manager.inspect("web").catch((e: unknown) => e))).toBe(true);
     // The container's namespace keeps only lo: the veth went with the teardown.
@@ -276,7 +286,7 @@ describe.runIf(
     const swept = await manager.sweep((id) => id === "running");
     expect(swept.sort()).toEqual(["crashed", "halfway"]);
     expect((await manager.list()).map((r) => r.containerId)).toEqual(["mine", "running"]);
-    expect(createNat({ table: TABLE, netns: hostNs }).listPublished()).toEqual([]);
+    expect(published()).toEqual([]);
     expect(readdirSync(join(dir, "state", "netns"))).toEqual(["running"]);
     expect(hostLinks().filter((l) => l.startsWith("vb"))).toHaveLength(1);
     for (const id of ["mine", "running"]) await manager.teardown(id);
@@ -336,16 +346,18 @@ describe.runIf(
     );
     const addresses = nets.map((n) => n.addresses[0]);
     expect(new Set(addresses).size).toBe(50);
-    expect(createNat({ table: TABLE, netns: hostNs }).listPublished()).toHaveLength(50);
+    expect(published()).toHaveLength(50);
     await Promise.all(ids.map((id) => manager.teardown(id)));
     expect(hostLinks()).toEqual(["berth0", "lo"]);
-    expect(createNat({ table: TABLE, netns: hostNs }).listPublished()).toEqual([]);
+    expect(published()).toEqual([]);
     expect(readdirSync(join(dir, "state", "netns"))).toEqual([]);
     expect(readdirSync(join(dir, "state", "containers"))).toEqual([]);
     const ipamLeft = readdirSync(join(dir, "state", "ipam", "berth")).filter((f) => /^\d/.test(f));
     expect(ipamLeft).toEqual([]);
     await manager.bridge.removeNetwork("berth");
     expect(hostLinks()).toEqual(["lo"]);
-    createNat({ table: TABLE, netns: hostNs }).deleteTable();
+    const nat = createNat({ table: TABLE, netns: hostNs });
+    nat.deleteTable();
+    nat.close();
   });
 });

@@ -218,6 +218,12 @@ export interface NetworkManager {
    * process is still preparing them. Resolves to the ids torn down.
    */
   sweep(exists: (containerId: string) => boolean): Promise<string[]>;
+  /**
+   * Releases what the manager holds open: closes its bridge driver ({@link BridgeDriver.close}),
+   * whose NAT keeps a netlink socket open otherwise until the process exits. Idempotent; never
+   * throws. The manager stays usable and opens what it needs again.
+   */
+  close(): void;
 }
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -576,5 +582,9 @@ class Manager implements NetworkManager {
       }
     }
     return swept;
+  }
+
+  close(): void {
+    this.bridge.close?.();
   }
 }

@@ -1,8 +1,12 @@
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { isAlreadyExists, isInvalidArgument } from "@berth/errdefs";
 import { nftablesAvailable } from "@berth/sys";
 import { hostNetworkSnapshot, requiresCommand, requiresRoot } from "@berth/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { createNetns, deleteNetns, withNetns } from "../netns/netns.js";
 import { createNat, type Nat } from "./nat.js";
 
 // Every case builds its own little world of network namespaces, each held open by a `sleep` in
@@ -189,6 +193,8 @@ describe.runIf(runnable)("createNat", () => {
   });
 
   afterEach(async () => {
+    // First: the Nat's open nftables context holds the host namespace alive.
+    nat.close();
     for (const child of processes.splice(0).reverse()) {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill("SIGKILL");
@@ -462,7 +468,14 @@ describe.runIf(runnable)("createNat", () => {
 });
 
 describe.runIf(runnable)("createNat with a netns option", () => {
+  const nats: Nat[] = [];
+  const track = (n: Nat): Nat => {
+    nats.push(n);
+    return n;
+  };
+
   afterEach(async () => {
+    for (const n of nats.splice(0)) n.close();
     for (const child of processes.splice(0)) {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill("SIGKILL");
@@ -474,7 +487,7 @@ describe.runIf(runnable)("createNat with a netns option", () => {
   it("programs that namespace and leaves the calling thread where it was, even on error", async () => {
     const ns = await newNetns("scratch");
     const mine = readlinkNet();
-    const scratch = createNat({ table: "scratch", netns: ns.path });
+    const scratch = track(createNat({ table: "scratch", netns: ns.path }));
     scratch.setup();
     expect(readlinkNet()).toBe(mine);
     expect(sh(ns, "nft list tables")).toContain("table inet scratch");
@@ -488,6 +501,110 @@ describe.runIf(runnable)("createNat with a netns option", () => {
     expect(sh(ns, "nft list tables")).not.toContain("scratch");
   });
 });
+
+describe.runIf(runnable)("createNat's nftables contexts", () => {
+  const nats: Nat[] = [];
+  let dir: string | undefined;
+  const track = (n: Nat): Nat => {
+    nats.push(n);
+    return n;
+  };
+
+  afterEach(async () => {
+    for (const n of nats.splice(0)) n.close();
+    if (dir !== undefined) {
+      for (const name of readdirSync(dir)) deleteNetns(join(dir, name));
+      rmSync(dir, { recursive: true, force: true });
+      dir = undefined;
+    }
+    for (const child of processes.splice(0)) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill("SIGKILL");
+        await new Promise((resolve) => child.once("exit", resolve));
+      }
+    }
+  });
+
+  it("keeps one context per namespace open until close, and sees what other processes change", async () => {
+    const [one, two] = await Promise.all([newNetns("one"), newNetns("two")]);
+    const base = openSockets();
+    const a = track(createNat({ table: "scratch", netns: one.path }));
+    a.setup();
+    a.listPublished();
+    a.removeContainer("nobody");
+    expect(openSockets()).toBe(base + 1);
+
+    // Another process publishes a port and deletes the chain's rules between calls: the open
+    // context lists what is there now, not what it saw before.
+    sh(
+      one,
+      `nft add rule inet scratch published meta nfproto ipv4 tcp dport 18080 dnat ip to 10.9.0.2:80 comment '"berth ctr x 000000000000"'`,
+    );
+    expect(a.listPublished().map((p) => [p.containerId, p.hostPort])).toEqual([["x", 18080]]);
+    a.addContainer({
+      id: "y",
+      addresses: ["10.9.0.3"],
+      ports: [{ protocol: "tcp", hostPort: 18081, containerPort: 80 }],
+    });
+    sh(one, "nft flush chain inet scratch published");
+    expect(a.listPublished()).toEqual([]);
+    a.addContainer({
+      id: "y",
+      addresses: ["10.9.0.3"],
+      ports: [{ protocol: "tcp", hostPort: 18081, containerPort: 80 }],
+    });
+    a.removeContainer("y");
+    expect(sh(one, "nft list chain inet scratch published")).not.toContain("dnat");
+
+    // Without the option: a context for each namespace the calling thread runs it in.
+    const b = track(createNat({ table: "scratch" }));
+    withNetns(two.path, () => b.setup());
+    withNetns(one.path, () => b.listPublished());
+    withNetns(two.path, () => b.listPublished());
+    expect(openSockets()).toBe(base + 3);
+    expect(sh(two, "nft list tables")).toContain("table inet scratch");
+
+    a.close();
+    a.close();
+    b.close();
+    expect(openSockets()).toBe(base);
+    // Usable again after close: it opens a new context.
+    expect(a.listPublished()).toEqual([]);
+    expect(openSockets()).toBe(base + 1);
+  });
+
+  it("follows the namespace a path names now, not the one it named when the context opened", () => {
+    dir = mkdtempSync(join(tmpdir(), "berth-nat-"));
+    const path = join(dir, "ns");
+    createNetns(path);
+    const nat = track(createNat({ table: "scratch", netns: path }));
+    nat.setup();
+    // The path now names another, empty namespace: the Nat must not keep programming the old one
+    // (which its open context still holds alive).
+    deleteNetns(path);
+    createNetns(path);
+    expect(nft(path, "list tables")).not.toContain("scratch");
+    nat.setup();
+    expect(nft(path, "list tables")).toContain("table inet scratch");
+  });
+});
+
+/** Open socket descriptors of this process (each open nftables context holds one). */
+function openSockets(): number {
+  let count = 0;
+  for (const fd of readdirSync("/proc/self/fd")) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith("socket:")) count++;
+    } catch {
+      // The directory's own descriptor, closed by the time it is read.
+    }
+  }
+  return count;
+}
+
+function nft(netnsPath: string, args: string): string {
+  return execFileSync("nsenter", [`--net=${netnsPath}`, "sh", "-c", `nft ${args}`], { encoding: "utf8" });
+}
 
 function readlinkNet(): string {
   return execFileSync("readlink", [`/proc/${process.pid}/task/${process.pid}/ns/net`], { encoding: "utf8" });

@@ -1,8 +1,9 @@
 import { createHash } from "node:crypto";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, statSync, writeFileSync } from "node:fs";
 import { isIP } from "node:net";
 import {
   alreadyExists,
+  ErrorCode,
   failedPrecondition,
   internal,
   invalidArgument,
@@ -11,8 +12,8 @@ import {
   notFound,
   permissionDenied,
 } from "@berth/errdefs";
-import { runNftables } from "@berth/sys";
-import { type NotPromise, withNetns } from "../netns/netns.js";
+import { type NftablesContext, openNftables } from "@berth/sys";
+import { CURRENT_NETNS, type NotPromise, withNetns } from "../netns/netns.js";
 
 /** An IP address family. */
 type IpFamily = 4 | 6;
@@ -95,8 +96,14 @@ export interface NatOptions {
 
 /**
  * NAT and published ports for berth networks, in one nftables table of family `inet` that berth
- * owns alone; no other table is read or changed. Every method is synchronous: the nft context
+ * owns alone; no other table is read or changed. Every method is synchronous: the nft commands
  * and any `setns` happen on the calling thread, which must stay in one namespace for the call.
+ *
+ * A Nat keeps one libnftables context (a netlink socket) open per network namespace it has
+ * worked in, opened lazily by the first method that runs there, so that a method that deletes
+ * rules does not wait ~14 ms for the kernel when a per-call context would close (see
+ * `openNftables` in `@berth/sys`). Its owner frees them with {@link Nat.close}: a Nat never
+ * closed holds its sockets, and with them their network namespaces, until the process exits.
  *
  * Each method applies its changes as one nftables transaction (all or nothing), and each is
  * idempotent: adding again replaces, removing what is not there does nothing. Rules carry a
@@ -137,6 +144,12 @@ export interface Nat {
    * bridges of the networks it held.
    */
   deleteTable(): void;
+  /**
+   * Closes the libnftables contexts this Nat holds open. Idempotent; never throws. The Nat stays
+   * usable: a later method opens a context again (which must be closed again). Closing may block
+   * for one RCU grace period (~14 ms) when a deletion was committed just before.
+   */
+  close(): void;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -144,6 +157,13 @@ const TABLE = /^[A-Za-z][A-Za-z0-9_]{0,31}$/;
 // IFNAMSIZ is 16 with the NUL; the kernel refuses "/", ":" and whitespace, and berth's rules quote
 // the name, so quotes and backslashes are refused as well.
 const BRIDGE = /^[A-Za-z0-9_.-]{1,15}$/;
+
+/**
+ * How many namespaces' contexts one Nat keeps open at most; the least recently used is closed
+ * beyond that. berth uses a Nat in one namespace (the host's); the bound only keeps a caller that
+ * moves the thread through many namespaces from pinning all of them.
+ */
+const MAX_CONTEXTS = 4;
 
 const NET_TAG = "berth net";
 const CTR_TAG = "berth ctr";
@@ -185,6 +205,14 @@ class NftNat implements Nat {
   readonly table: string;
   readonly #netns: string | undefined;
   readonly #t: string;
+  /**
+   * Open contexts by network namespace (`dev:ino` of the namespace file), least recently used
+   * first. Keyed by the namespace the thread is in when a command runs, not by the `netns`
+   * option: without the option the caller may run methods from different namespaces, and a path
+   * may name another namespace later (unmounted and created again). A key cannot be reused by a
+   * new namespace while its context is open: the context's socket holds the namespace alive.
+   */
+  readonly #contexts = new Map<string, NftablesContext>();
 
   constructor(table: string, netns: string | undefined) {
     this.table = table;
@@ -200,6 +228,46 @@ class NftNat implements Nat {
   #in<T>(fn: () => T): T {
     if (this.#netns === undefined) return fn();
     return withNetns(this.#netns, fn as () => NotPromise<T>) as T;
+  }
+
+  /**
+   * Runs nft `commands` through this Nat's context for the calling thread's current namespace,
+   * opened on first use there. The namespace is looked up (one stat, a few microseconds) per
+   * command rather than once per method so that no path can use a context of another namespace.
+   */
+  #run(commands: string): string {
+    const ns = statSync(CURRENT_NETNS);
+    const key = `${ns.dev}:${ns.ino}`;
+    let context = this.#contexts.get(key);
+    if (context) {
+      this.#contexts.delete(key);
+    } else {
+      // Opened here, in the namespace it serves: its socket stays bound to it.
+      context = openNftables();
+      for (const [old, stale] of this.#contexts) {
+        if (this.#contexts.size < MAX_CONTEXTS) break;
+        this.#contexts.delete(old);
+        stale.close();
+      }
+    }
+    this.#contexts.set(key, context);
+    try {
+      return context.run(commands);
+    } catch (err) {
+      // An error nft did not attribute to the ruleset (a netlink failure, not "no such rule"):
+      // the next command gets a fresh context rather than a socket that may be out of step.
+      if ((err as { code?: unknown } | null)?.code === ErrorCode.Internal) {
+        this.#contexts.delete(key);
+        context.close();
+      }
+      throw err;
+    }
+  }
+
+  close(): void {
+    const open = [...this.#contexts.values()];
+    this.#contexts.clear();
+    for (const context of open) context.close();
   }
 
   setup(): void {
@@ -256,9 +324,9 @@ class NftNat implements Nat {
           );
         }
         // Unchanged: every rule this add would write is there already. Deleting and re-adding them
-        // would cost ~15 ms on every connect of the bridge driver (which adds the network each
-        // time): the kernel frees deleted rules after an RCU grace period, and closing the nft
-        // context's netlink socket waits for that.
+        // would be a transaction on every connect of the bridge driver (which adds the network
+        // each time), and the deleted rules would leave the kernel work to do after an RCU grace
+        // period, which the next close of any nftables socket (ours or another process's) waits for.
         if (
           own.length === rules.length &&
           own.every((r) => netOf(r.comment)?.digest === digest) &&
@@ -273,7 +341,7 @@ class NftNat implements Nat {
           }
         }
         batch.push(`add element ${t} ${BRIDGES_SET} { "${bridge}" }`, ...rules);
-        runNftables(batch.join("\n"));
+        this.#run(batch.join("\n"));
         // The host loopback path this network no longer has (turned off, or another bridge).
         reset = own
           .filter((r) => r.chain === "guard")
@@ -301,7 +369,7 @@ class NftNat implements Nat {
           if (listing.bridges.includes(bridge))
             batch.push(`delete element ${t} ${BRIDGES_SET} { "${bridge}" }`);
         }
-        runNftables(batch.join("\n"));
+        this.#run(batch.join("\n"));
         reset = own.filter((r) => r.chain === "guard").map((r) => netOf(r.comment)?.bridge as string);
       });
       for (const bridge of reset) writeRouteLocalnet(bridge, false);
@@ -349,7 +417,7 @@ class NftNat implements Nat {
         if (own.length === rules.length && own.every((r) => ctrOf(r.comment)?.digest === digest)) return;
         const batch = own.map((r) => `delete rule ${t} ${PUBLISHED} handle ${r.handle}`);
         batch.push(...rules);
-        runNftables(batch.join("\n"));
+        this.#run(batch.join("\n"));
       });
     });
   }
@@ -360,7 +428,7 @@ class NftNat implements Nat {
       this.#retry(() => {
         const own = (this.#listPublishedChainIfPresent() ?? []).filter((r) => ctrOf(r.comment)?.id === id);
         if (own.length === 0) return;
-        runNftables(own.map((r) => `delete rule ${this.#t} ${PUBLISHED} handle ${r.handle}`).join("\n"));
+        this.#run(own.map((r) => `delete rule ${this.#t} ${PUBLISHED} handle ${r.handle}`).join("\n"));
       });
     });
   }
@@ -374,7 +442,7 @@ class NftNat implements Nat {
       const listing = this.#listTableIfPresent();
       if (!listing) return;
       try {
-        runNftables(`delete table ${this.#t}`);
+        this.#run(`delete table ${this.#t}`);
       } catch (err) {
         if (!isNotFound(err)) throw err;
       }
@@ -394,7 +462,7 @@ class NftNat implements Nat {
    */
   #ensure(): void {
     try {
-      runNftables(`list set ${this.#t} ${BRIDGES_SET}`);
+      this.#run(`list set ${this.#t} ${BRIDGES_SET}`);
       return;
     } catch (err) {
       if (!isNotFound(err)) throw err;
@@ -407,7 +475,7 @@ class NftNat implements Nat {
     try {
       // `create table` fails when the table exists, so of two processes racing here exactly one
       // transaction applies and the base rules are never doubled.
-      runNftables(
+      this.#run(
         [
           `create table ${t} { comment "managed by berth: NAT and published ports"; }`,
           `add set ${t} ${BRIDGES_SET} { type ifname; }`,
@@ -494,7 +562,7 @@ class NftNat implements Nat {
   #listIfPresent(command: string): Listing | undefined {
     let text: string;
     try {
-      text = runNftables(command);
+      text = this.#run(command);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
