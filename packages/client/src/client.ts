@@ -627,7 +627,8 @@ class EmbeddedClient implements Client {
       const image = await this.getImage(name);
       images.push({ name: image.name, target: image.target });
     }
-    const choice = choosePlatforms(options);
+    // Exactly the platforms asked for (the host's by default), as ctr images export does.
+    const choice = choosePlatforms(options, { strict: true });
     await exportImages(this.content, images, out, {
       ...(choice.all ? { allPlatforms: true } : { platform: choice.any }),
       ...(options.skipDockerManifest ? { skipDockerManifest: true } : {}),

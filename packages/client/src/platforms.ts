@@ -1,5 +1,12 @@
 import { invalidArgument } from "@berth/errdefs";
-import { allPlatforms, type PlatformMatcher, parsePlatform, platformMatcher } from "@berth/images";
+import {
+  allPlatforms,
+  hostPlatform,
+  onlyPlatform,
+  type PlatformMatcher,
+  parsePlatform,
+  platformMatcher,
+} from "@berth/images";
 
 /** How a command chose platforms: a list of matchers to apply one after another, or all of them. */
 export interface PlatformChoice {
@@ -12,21 +19,28 @@ export interface PlatformChoice {
 
 /**
  * Turns `--platform` / `--all-platforms` style options into matchers. Platform strings use the
- * OCI `os/arch[/variant]` form; a malformed one is `invalid-argument`.
+ * OCI `os/arch[/variant]` form; a malformed one is `invalid-argument`. By default a platform also
+ * matches what it can run (containerd's `platforms.Only`: arm64 takes arm/v7 too), as pull and
+ * unpack want; with `strict` only the platform itself (`platforms.OnlyStrict`), as `ctr images
+ * export` does.
  */
-export function choosePlatforms(options: {
-  platforms?: readonly string[];
-  allPlatforms?: boolean;
-}): PlatformChoice {
+export function choosePlatforms(
+  options: {
+    platforms?: readonly string[];
+    allPlatforms?: boolean;
+  },
+  { strict = false }: { readonly strict?: boolean } = {},
+): PlatformChoice {
   if (options.allPlatforms) return { all: true, matchers: [allPlatforms], any: allPlatforms };
   const requested = options.platforms ?? [];
+  const matcherOf = strict ? onlyPlatform : platformMatcher;
   if (requested.length === 0) {
-    const host = platformMatcher();
+    const host = strict ? onlyPlatform(hostPlatform()) : platformMatcher();
     return { all: false, matchers: [host], any: host };
   }
   const matchers = requested.map((text) => {
     try {
-      return platformMatcher(parsePlatform(text));
+      return matcherOf(parsePlatform(text));
     } catch (cause) {
       throw invalidArgument(`invalid platform "${text}": expected os/arch[/variant], e.g. linux/arm64/v8`, {
         cause,
