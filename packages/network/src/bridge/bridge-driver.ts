@@ -132,8 +132,10 @@ export interface BridgeDriver {
    * Connects a container's namespace to `network` (the default network is created on first use):
    * an address from the IPAM, a veth whose peer is created directly inside the container
    * namespace as `ifname`, lo and the interface up, a default route via the gateway, forwarding
-   * on in the host namespace, NAT and published ports. Connecting again replaces the previous
-   * veth and keeps the address. On failure, what was set up is removed again. Throws `not-found`
+   * on in the host namespace, NAT and published ports. The network's NAT rules are added (or
+   * found in place) by a driver's first connect to it and trusted afterwards, like Docker's
+   * bridge driver: an owner that flushes berth's nftables table must use a new driver. Connecting
+   * again replaces the previous veth and keeps the address. On failure, what was set up is removed again. Throws `not-found`
    * for an unknown network (other than the default) or namespace, `invalid-argument` for bad
    * options, `already-exists` when a published port is taken, `resource-exhausted` when the
    * subnet is full.
@@ -237,6 +239,8 @@ class Driver implements BridgeDriver {
   readonly #ipam: Ipam;
   readonly #nat: Nat;
   readonly #host: string | undefined;
+  /** Networks whose NAT rules this driver has added or found in place (see connect). */
+  readonly #natNetworks = new Set<string>();
 
   constructor(options: BridgeDriverOptions) {
     this.#networks = join(options.stateDir, "networks");
@@ -366,6 +370,7 @@ class Driver implements BridgeDriver {
       );
     }
     this.#nat.removeNetwork(name);
+    for (const key of this.#natNetworks) if (key.startsWith(`${name}\0`)) this.#natNetworks.delete(key);
     this.#inHost((rt) => rt.deleteLink(record.bridge, { ignoreMissing: true }));
     await this.#ipam.releaseAll(name);
     rmSync(this.#file(name), { force: true });
@@ -464,12 +469,17 @@ class Driver implements BridgeDriver {
         return ctr.getLink(ifname).mac ?? "";
       });
 
-      this.#nat.setup();
-      this.#nat.addNetwork({
-        name: record.name,
-        bridge: record.bridge,
-        subnets: record.subnet6 === undefined ? [record.subnet] : [record.subnet, record.subnet6],
-      });
+      // Once per driver and network: addNetwork creates the table when missing and writes nothing
+      // when the rules are there already, but even that check is a few listings (~1.5 ms).
+      const natKey = `${record.name}\0${record.bridge}\0${record.subnet}\0${record.subnet6 ?? ""}`;
+      if (!this.#natNetworks.has(natKey)) {
+        this.#nat.addNetwork({
+          name: record.name,
+          bridge: record.bridge,
+          subnets: record.subnet6 === undefined ? [record.subnet] : [record.subnet, record.subnet6],
+        });
+        this.#natNetworks.add(natKey);
+      }
       if (options.ports !== undefined && options.ports.length > 0) {
         this.#nat.addContainer({
           id: options.containerId,

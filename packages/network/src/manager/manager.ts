@@ -462,12 +462,14 @@ class Manager implements NetworkManager {
     const pin = this.#pin(containerId);
     // A retried setup pins again: the previous attempt's pin (if any) may be of an old namespace.
     deleteNetns(pin);
+    // No record update before acting: the prepared record already lets sweep() and teardown undo
+    // everything from here (the pin path, veth names, NAT rules and addresses all derive from the id).
     const pinned = { ...record, netns: pin, owner: process.pid };
-    // Recorded before acting, so that a crash from here on is undone by sweep().
-    this.#write(pinned);
     try {
       pinNetns(source, pin);
-      Rtnetlink.use({ netns: pin }, (rt) => rt.setLinkUp("lo"));
+      // The bridge driver brings lo up itself.
+      if (record.mode.kind !== NetworkModeKind.Bridge)
+        Rtnetlink.use({ netns: pin }, (rt) => rt.setLinkUp("lo"));
       let result: Pick<ContainerNetwork, "addresses" | "interface" | "mac"> = { addresses: [] };
       if (record.mode.kind === NetworkModeKind.Bridge) {
         const a = await this.bridge.connect(record.mode.network, {
