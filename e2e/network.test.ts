@@ -48,9 +48,10 @@ describe.runIf(
     requiresCommand("nft", "host snapshot") &&
     nftablesAvailable(),
 )("container networking (embedded client, bridge driver)", () => {
-  const dir = mkdtempSync(join(tmpdir(), "berth-e2e-net-"));
-  const hostNs = join(dir, "ns", "host");
-  const internetNs = join(dir, "ns", "internet");
+  // Made in beforeAll, not at collection: a filtered run that skips the suite leaves nothing.
+  let dir = "";
+  let hostNs = "";
+  let internetNs = "";
   let before: Record<string, unknown>;
   let client: Client;
   let image = "";
@@ -60,6 +61,9 @@ describe.runIf(
 
   beforeAll(async () => {
     before = hostNetworkSnapshot();
+    dir = mkdtempSync(join(tmpdir(), "berth-e2e-net-"));
+    hostNs = join(dir, "ns", "host");
+    internetNs = join(dir, "ns", "internet");
     createNetns(hostNs);
     createNetns(internetNs);
     const host = Rtnetlink.open({ netns: hostNs });
@@ -89,9 +93,12 @@ describe.runIf(
   });
 
   afterAll(async () => {
-    for (const r of running.splice(0)) r.abort();
+    const left = running.splice(0);
+    for (const r of left) r.abort();
+    await Promise.allSettled(left.map((r) => r.done));
     await internet?.stop();
     await client?.close();
+    if (dir === "") return;
     deleteNetns(internetNs);
     deleteNetns(hostNs);
     const mounts = readMountInfo().filter((m) => m.mountPoint.startsWith(dir));
@@ -282,11 +289,12 @@ describe.runIf(
     requiresCommand("ip", "host snapshot") &&
     requiresCommand("nft", "host snapshot"),
 )("berth network create|ls|inspect|rm (CLI)", () => {
-  const root = mkdtempSync(join(tmpdir(), "berth-e2e-netcli-"));
+  let root = "";
   let before: Record<string, unknown>;
 
   beforeAll(() => {
     before = hostNetworkSnapshot();
+    root = mkdtempSync(join(tmpdir(), "berth-e2e-netcli-"));
   });
 
   afterAll(() => {
