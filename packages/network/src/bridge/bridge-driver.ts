@@ -1,7 +1,15 @@
 import { createHash } from "node:crypto";
 import { linkSync, mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { alreadyExists, failedPrecondition, invalidArgument, isNotFound, notFound } from "@berth/errdefs";
+import {
+  alreadyExists,
+  dataLoss,
+  failedPrecondition,
+  invalidArgument,
+  isDataLoss,
+  isNotFound,
+  notFound,
+} from "@berth/errdefs";
 import { formatIp, formatNetwork, type IpNetwork, networksOverlap, parseCidr } from "../ipam/ip.js";
 import { createIpam, type Ipam, type IpamNetwork, type IpamRange, resolveIpamRange } from "../ipam/ipam.js";
 import { createNat, type Nat, type PortMapping } from "../nat/nat.js";
@@ -227,6 +235,46 @@ function enableIpv6Forwarding(network: string): void {
 }
 
 /**
+ * Reads the network record at `file` (named `name`). Throws the fs error (ENOENT) when it is
+ * missing and `data-loss` naming the file when it is not a record of that network (not JSON, a
+ * field missing or malformed), so that a damaged file is reported rather than used.
+ */
+function readRecord(file: string, name: string): BridgeNetwork {
+  const text = readFileSync(file, "utf8");
+  let value: Partial<Record<keyof BridgeNetwork, unknown>>;
+  try {
+    value = JSON.parse(text) as typeof value;
+  } catch (err) {
+    throw dataLoss(
+      `network record ${file} is not valid JSON (${(err as Error).message}); repair or remove it`,
+      {
+        cause: err,
+      },
+    );
+  }
+  const fail = (why: string) => {
+    throw dataLoss(`network record ${file} is damaged: ${why}; repair or remove it`);
+  };
+  if (typeof value !== "object" || value === null) fail("not an object");
+  if (value.name !== name) fail(`it names network ${JSON.stringify(value.name)}, not ${name}`);
+  if (value.bridge !== bridgeNameOf(name))
+    fail(`bridge ${JSON.stringify(value.bridge)} is not ${bridgeNameOf(name)}`);
+  for (const key of ["subnet", "gateway"] as const) {
+    if (typeof value[key] !== "string") fail(`${key} is missing`);
+  }
+  try {
+    if (parseCidr(value.subnet as string).network.family !== 4) fail("subnet is not IPv4");
+    if (value.subnet6 !== undefined && parseCidr(String(value.subnet6)).network.family !== 6) {
+      fail("subnet6 is not IPv6");
+    }
+  } catch (err) {
+    if (isDataLoss(err)) throw err;
+    fail((err as Error).message);
+  }
+  return value as BridgeNetwork;
+}
+
+/**
  * Creates the bridge driver. Nothing is touched until a method is called. Throws
  * `invalid-argument` for a malformed NAT table name.
  */
@@ -345,13 +393,13 @@ class Driver implements BridgeDriver {
     return names
       .filter((n) => n.endsWith(".json") && !n.startsWith("."))
       .sort()
-      .map((n) => JSON.parse(readFileSync(join(this.#networks, n), "utf8")) as BridgeNetwork);
+      .map((n) => readRecord(join(this.#networks, n), n.slice(0, -".json".length)));
   }
 
   async inspectNetwork(name: string): Promise<BridgeNetwork> {
     checkName("network name", name);
     try {
-      return JSON.parse(readFileSync(this.#file(name), "utf8")) as BridgeNetwork;
+      return readRecord(this.#file(name), name);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") {
         throw notFound(`network ${name} not found`, { cause: err });

@@ -247,6 +247,36 @@ describe.runIf(
     await manager.teardown("twice");
   });
 
+  it("reports damaged records naming the file, and still tears them down", async () => {
+    await manager.prepare("dmg");
+    await manager.setup("dmg", { netnsPath: netns("c-dmg") });
+    const file = join(dir, "state", "containers", "dmg", "network.json");
+    writeFileSync(file, "{ truncated");
+    const err = await manager.inspect("dmg").catch((e: unknown) => e);
+    expect(String(err)).toMatch(/network record .*dmg\/network.json is not valid JSON/);
+    writeFileSync(file, JSON.stringify({ containerId: "other", mode: { kind: "bridge" } }));
+    expect(String(await manager.list().catch((e: unknown) => e))).toMatch(/is damaged/);
+    // Sweep (container gone) undoes the bridge connection by id alone and removes the record.
+    expect(await manager.sweep(() => false)).toEqual(["dmg"]);
+    expect(hostLinks().filter((l) => l.startsWith("vb"))).toEqual([]);
+    expect(published()).toEqual([]);
+    expect(readdirSync(join(dir, "state", "containers"))).toEqual([]);
+    expect(readdirSync(join(dir, "state", "netns"))).toEqual([]);
+
+    // A damaged network record is named too, and nothing is created on top of it.
+    writeFileSync(join(dir, "state", "networks", "berth.json"), "[]");
+    const e2 = await manager.bridge.listNetworks().catch((e: unknown) => e);
+    expect(String(e2)).toMatch(
+      /network record .*berth.json is damaged: it names network undefined, not berth/,
+    );
+    expect(String(await manager.bridge.createNetwork({ name: "x" }).catch((e: unknown) => e))).toMatch(
+      /is damaged/,
+    );
+    expect(
+      String(await manager.prepare("h", { hostname: "evil\n10.0.0.1 bank" }).catch((e: unknown) => e)),
+    ).toMatch(/hostname "evil\\n10.0.0.1 bank" is not valid/);
+  });
+
   it("sweeps setups whose owner died or whose container is gone, and leaves live ones", async () => {
     // A child process prepares and sets up two containers, then dies without tearing down: one
     // set up fully, one only prepared (as if killed between create and setup).

@@ -9,7 +9,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
-import { alreadyExists, invalidArgument, isNotFound, notFound } from "@berth/errdefs";
+import { alreadyExists, dataLoss, invalidArgument, isDataLoss, isNotFound, notFound } from "@berth/errdefs";
 import { type BridgeDriver, createBridgeDriver, DEFAULT_BRIDGE_NETWORK } from "../bridge/bridge-driver.js";
 import { containerResolvConf } from "../bridge/hosts.js";
 import { parseConflist } from "../cni/conflist.js";
@@ -227,6 +227,8 @@ export interface NetworkManager {
 }
 
 const ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+// What may stand in /etc/hosts as a name: no blanks, no comment sign, no line breaks.
+const HOSTNAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,252}$/;
 
 function checkId(id: string): void {
   if (!ID.test(id)) {
@@ -305,13 +307,38 @@ class Manager implements NetworkManager {
     renameSync(`${file}.tmp`, file);
   }
 
+  /**
+   * The record of `id`, undefined when there is none; `data-loss` naming the file when it is not
+   * a record (not JSON, or without the fields teardown needs).
+   */
   #read(id: string): ContainerNetwork | undefined {
+    const file = join(this.#dir(id), "network.json");
+    let text: string;
     try {
-      return JSON.parse(readFileSync(join(this.#dir(id), "network.json"), "utf8")) as ContainerNetwork;
+      text = readFileSync(file, "utf8");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
     }
+    let record: ContainerNetwork;
+    try {
+      record = JSON.parse(text) as ContainerNetwork;
+    } catch (err) {
+      throw dataLoss(`network record ${file} is not valid JSON (${(err as Error).message})`, { cause: err });
+    }
+    const kinds: readonly string[] = Object.values(NetworkModeKind);
+    if (
+      typeof record !== "object" ||
+      record === null ||
+      record.containerId !== id ||
+      typeof record.mode?.kind !== "string" ||
+      !kinds.includes(record.mode.kind) ||
+      !Array.isArray(record.ports) ||
+      !Array.isArray(record.addresses)
+    ) {
+      throw dataLoss(`network record ${file} is damaged (containerId, mode, ports or addresses)`);
+    }
+    return record;
   }
 
   /** Finds CNI network `name` (a conflist's `name`) in the conf dirs, or reads a conflist path. */
@@ -360,6 +387,11 @@ class Manager implements NetworkManager {
     };
     const ports = options.ports ?? [];
     const hostname = options.hostname ?? containerId;
+    if (!HOSTNAME.test(hostname)) {
+      throw invalidArgument(
+        `container ${containerId}: hostname ${JSON.stringify(hostname)} is not valid (letters, digits, "_", ".", "-"; at most 253)`,
+      );
+    }
     if (ports.length > 0 && mode.kind !== NetworkModeKind.Bridge && mode.kind !== NetworkModeKind.Cni) {
       throw invalidArgument(
         `container ${containerId}: cannot publish ${ports.map(formatPortMapping).join(", ")} with network mode ${formatNetworkMode(mode)}; only bridge and CNI networks publish ports`,
@@ -531,9 +563,19 @@ class Manager implements NetworkManager {
 
   async teardown(containerId: string): Promise<void> {
     checkId(containerId);
-    const record = this.#read(containerId);
+    let record: ContainerNetwork | undefined;
+    try {
+      record = this.#read(containerId);
+    } catch (err) {
+      if (!isDataLoss(err)) throw err;
+      // A damaged record does not say how the container was networked: undo what can be undone
+      // by id alone (a bridge connection on any network, the pin). A CNI attachment cannot be.
+      for (const network of await this.bridge.listNetworks()) {
+        await this.bridge.disconnect(network.name, containerId);
+      }
+    }
     if (record !== undefined) await this.#undo(record);
-    else deleteNetns(this.#pin(containerId));
+    deleteNetns(this.#pin(containerId));
     rmSync(this.#dir(containerId), { recursive: true, force: true });
   }
 
@@ -560,25 +602,42 @@ class Manager implements NetworkManager {
     return out;
   }
 
+  #ids(dir: string): string[] {
+    try {
+      return readdirSync(dir).filter((id) => ID.test(id));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+  }
+
   async sweep(exists: (containerId: string) => boolean): Promise<string[]> {
     const swept: string[] = [];
-    for (const record of await this.list()) {
-      if (exists(record.containerId)) continue;
-      // Between prepare and create, the container does not exist yet: its preparer, if alive, owns it.
-      if (record.phase === NetworkPhase.Prepared && alive(record.owner)) continue;
-      await this.teardown(record.containerId);
-      swept.push(record.containerId);
+    for (const id of this.#ids(this.#containers)) {
+      if (exists(id)) continue;
+      let record: ContainerNetwork | undefined;
+      let damaged = false;
+      try {
+        record = this.#read(id);
+      } catch (err) {
+        if (!isDataLoss(err)) throw err;
+        // Damaged: teardown undoes what it can.
+        damaged = true;
+      }
+      if (record === undefined && !damaged) {
+        // A directory without a record: a prepare that died between mkdir and the record write,
+        // or one running right now (give it a moment).
+        if (Date.now() - statSync(this.#dir(id)).mtimeMs < 10_000) continue;
+      } else if (record?.phase === NetworkPhase.Prepared && alive(record.owner)) {
+        // Between prepare and create the container does not exist yet: its preparer owns it.
+        continue;
+      }
+      await this.teardown(id);
+      swept.push(id);
     }
-    // Pins without a record: a crash between writing the pin and the record cannot happen (the
-    // record comes first), but a record removed by hand can leave one.
-    let pins: string[] = [];
-    try {
-      pins = readdirSync(this.#pins);
-    } catch {
-      // No pins directory yet.
-    }
-    for (const id of pins) {
-      if (this.#read(id) === undefined && ID.test(id)) {
+    // Pins without a record directory (removed by hand).
+    for (const id of this.#ids(this.#pins)) {
+      if (!existsSync(this.#dir(id))) {
         deleteNetns(this.#pin(id));
         swept.push(id);
       }
