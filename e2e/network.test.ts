@@ -317,6 +317,25 @@ describe.runIf(
       { name: "dual", subnet: "10.4.1.0/24", subnet6: "fd00:b0:1::/64", gateway6: "fd00:b0:1::1" },
     ]);
 
+    // The same network as a CNI conflist (the export the CNI plugin tests run with the real plugins).
+    const conflist = await berth(root, "network", "conflist", "dual", "--ipam-dir", join(root, "cni"));
+    expect(JSON.parse(conflist.stdout)).toMatchObject({
+      cniVersion: "1.0.0",
+      name: "dual",
+      plugins: [
+        {
+          type: "bridge",
+          bridge: expect.stringMatching(/^br-[0-9a-f]{12}$/),
+          ipam: {
+            type: "host-local",
+            ranges: [[{ subnet: "10.4.1.0/24", gateway: "10.4.1.1" }], [{ subnet: "fd00:b0:1::/64" }]],
+          },
+        },
+        { type: "portmap" },
+        { type: "firewall" },
+      ],
+    });
+
     const overlap = await berth(root, "network", "create", "back", "--subnet", "10.231.0.0/16");
     expect(overlap.code).toBe(1);
     expect(overlap.stderr).toMatch(/subnet 10\.231\.0\.0\/16 overlaps 10\.231\.40\.0\/24 of network front/);

@@ -1,5 +1,5 @@
 import { join } from "node:path";
-import { type BridgeDriver, createBridgeDriver } from "@berth/network";
+import { type BridgeDriver, createBridgeDriver, exportBridgeConflist } from "@berth/network";
 import type { Command } from "commander";
 import { formatTable } from "./format.js";
 
@@ -58,6 +58,30 @@ export function addNetworkCommands(program: Command, root: () => string, out: (s
       const records = [];
       for (const name of names) records.push(await d.inspectNetwork(name));
       out(JSON.stringify(records, null, 2));
+    });
+
+  network
+    .command("conflist")
+    .description(
+      "print a network as an equivalent CNI 1.0.0 conflist (bridge, host-local, portmap, firewall)",
+    )
+    .argument("<name>")
+    .option("--no-firewall", "leave out the firewall plugin")
+    .option("--ipam-dir <dir>", "host-local's dataDir (default: its own, /var/lib/cni/networks)")
+    .action(async (name: string, opts: { firewall: boolean; ipamDir?: string }) => {
+      const n = await driver().inspectNetwork(name);
+      const list = exportBridgeConflist(
+        {
+          name: n.name,
+          bridge: n.bridge,
+          ipv4: { subnet: n.subnet, gateway: n.gateway },
+          ...(n.subnet6 === undefined
+            ? {}
+            : { ipv6: { subnet: n.subnet6, ...(n.gateway6 === undefined ? {} : { gateway: n.gateway6 }) } }),
+        },
+        { firewall: opts.firewall, ...(opts.ipamDir === undefined ? {} : { ipamDataDir: opts.ipamDir }) },
+      );
+      out(JSON.stringify(list, null, 2));
     });
 
   network
