@@ -314,7 +314,13 @@ describe.runIf(
     expect(ls.stdout).toMatch(/\ndual\s+br-[0-9a-f]{12}\s+10\.4\.1\.0\/24\s+10\.4\.1\.1\s+fd00:b0:1::\/64\n/);
     const inspect = await berth(root, "network", "inspect", "dual");
     expect(JSON.parse(inspect.stdout)).toMatchObject([
-      { name: "dual", subnet: "10.4.1.0/24", subnet6: "fd00:b0:1::/64", gateway6: "fd00:b0:1::1" },
+      {
+        name: "dual",
+        subnet: "10.4.1.0/24",
+        subnet6: "fd00:b0:1::/64",
+        gateway6: "fd00:b0:1::1",
+        containers: [],
+      },
     ]);
 
     // The same network as a CNI conflist (the export the CNI plugin tests run with the real plugins).

@@ -1,5 +1,12 @@
 import { join } from "node:path";
-import { type BridgeDriver, createBridgeDriver, exportBridgeConflist } from "@berth/network";
+import {
+  type BridgeDriver,
+  createNetworkManager,
+  exportBridgeConflist,
+  formatPortMapping,
+  type NetworkManager,
+  NetworkModeKind,
+} from "@berth/network";
 import type { Command } from "commander";
 import { formatTable } from "./format.js";
 
@@ -8,7 +15,8 @@ import { formatTable } from "./format.js";
  * in `<root>/network` (`root()` is read when a command runs, after option parsing).
  */
 export function addNetworkCommands(program: Command, root: () => string, out: (s: string) => void): void {
-  const driver = (): BridgeDriver => createBridgeDriver({ stateDir: join(root(), "network") });
+  const manager = (): NetworkManager => createNetworkManager({ stateDir: join(root(), "network") });
+  const driver = (): BridgeDriver => manager().bridge;
   const network = program.command("network").alias("networks").description("manage bridge networks");
 
   network
@@ -51,12 +59,24 @@ export function addNetworkCommands(program: Command, root: () => string, out: (s
 
   network
     .command("inspect")
-    .description("print networks as JSON")
+    .description("print networks as JSON, with the containers connected to them")
     .argument("<names...>")
     .action(async (names: string[]) => {
-      const d = driver();
+      const m = manager();
+      const attached = (await m.list()).filter((c) => c.mode.kind === NetworkModeKind.Bridge);
       const records = [];
-      for (const name of names) records.push(await d.inspectNetwork(name));
+      for (const name of names) {
+        const record = await m.bridge.inspectNetwork(name);
+        const containers = attached
+          .filter((c) => c.mode.kind === NetworkModeKind.Bridge && c.mode.network === name)
+          .map((c) => ({
+            id: c.containerId,
+            addresses: c.addresses,
+            ...(c.mac === undefined ? {} : { mac: c.mac }),
+            ports: c.ports.map(formatPortMapping),
+          }));
+        records.push({ ...record, containers });
+      }
       out(JSON.stringify(records, null, 2));
     });
 
