@@ -16,6 +16,7 @@ import { nftablesAvailable, readMountInfo } from "@berth/sys";
 import {
   hostNetworkSnapshot,
   requiresCommand,
+  requiresNetworkSandbox,
   requiresRoot,
   serveTcp,
   sharedRegistry,
@@ -42,11 +43,7 @@ interface Running {
 }
 
 describe.runIf(
-  requiresRoot("container networking (namespaces, nftables, containers)") &&
-    requiresCommand("nsenter", "container networking") &&
-    requiresCommand("ip", "host snapshot") &&
-    requiresCommand("nft", "host snapshot") &&
-    nftablesAvailable(),
+  requiresNetworkSandbox("container networking (namespaces, nftables, containers)") && nftablesAvailable(),
 )("container networking (embedded client, bridge driver)", () => {
   // Made in beforeAll, not at collection: a filtered run that skips the suite leaves nothing.
   let dir = "";

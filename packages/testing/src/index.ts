@@ -27,6 +27,6 @@ export type { FixtureRefs } from "./push.js";
 export { pushFixtures } from "./push.js";
 export type { RegistryAuth, RegistryHandle, RegistryOptions, TokenServerHandle } from "./registry.js";
 export { startRegistry } from "./registry.js";
-export { findCommand, requiresCommand, requiresRoot } from "./requires.js";
+export { findCommand, requiresCommand, requiresNetworkSandbox, requiresRoot } from "./requires.js";
 export type { SharedRegistry } from "./shared.js";
 export { SHARED_REGISTRY_KEY, sharedRegistry } from "./shared.js";

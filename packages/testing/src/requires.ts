@@ -56,3 +56,17 @@ export function requiresCommand(cmd: string, what: string): boolean {
   if (findCommand(cmd) !== undefined) return true;
   return skip(what, `needs ${cmd} (not found in PATH)`);
 }
+
+/**
+ * Whether network tests can run here: root (to create network namespaces), `nsenter` (to run
+ * servers and clients inside them), and `ip` and `nft` (to snapshot the real host's links, routes
+ * and ruleset before and after, see `hostNetworkSnapshot`). Prints why not, like the others.
+ */
+export function requiresNetworkSandbox(what: string): boolean {
+  return (
+    requiresRoot(what) &&
+    requiresCommand("nsenter", what) &&
+    requiresCommand("ip", what) &&
+    requiresCommand("nft", what)
+  );
+}

@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isAlreadyExists, isInvalidArgument, isNotFound } from "@berth/errdefs";
 import { nftablesAvailable, readMountInfo } from "@berth/sys";
-import { hostNetworkSnapshot, requiresCommand, requiresRoot, serveTcp, tcpFetch } from "@berth/testing";
+import { hostNetworkSnapshot, requiresNetworkSandbox, serveTcp, tcpFetch } from "@berth/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createNat } from "../nat/nat.js";
 import { Rtnetlink } from "../netlink/rtnetlink.js";
@@ -76,11 +76,7 @@ describe("parseNetworkMode and parsePortMapping", () => {
 const TABLE = "berth_mgrtest";
 
 describe.runIf(
-  requiresRoot("network manager (network namespaces, nftables)") &&
-    requiresCommand("nsenter", "network manager tests") &&
-    requiresCommand("ip", "host snapshot") &&
-    requiresCommand("nft", "host snapshot") &&
-    nftablesAvailable(),
+  requiresNetworkSandbox("network manager (network namespaces, nftables)") && nftablesAvailable(),
 )("network manager", () => {
   let dir = "";
   let hostNs = "";
