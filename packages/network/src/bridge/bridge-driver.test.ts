@@ -141,7 +141,12 @@ describe.runIf(requiresNetworkSandbox("bridge driver (network namespaces, nftabl
       await driver.disconnect("beta", "c1");
       await driver.disconnect("beta", "c1");
       await driver.removeNetwork("beta");
+      // The table stays while a network remains, and goes with the last one.
+      const tables = () =>
+        execFileSync("nsenter", [`--net=${hostNs}`, "nft", "list", "tables"], { encoding: "utf8" });
+      expect(tables()).toContain(`table inet ${TABLE}`);
       await driver.removeNetwork("alpha");
+      expect(tables()).toBe("");
       expect(isNotFound(await driver.inspectNetwork("beta").catch((e: unknown) => e))).toBe(true);
       expect(inHost((rt) => rt.findLink(b.bridge))).toBeUndefined();
       expect(readdirSync(join(dir, "state", "networks"))).toEqual([]);

@@ -132,8 +132,9 @@ export interface BridgeDriver {
   /** The record of `name`; throws `not-found`. */
   inspectNetwork(name: string): Promise<BridgeNetwork>;
   /**
-   * Removes a network: its NAT rules, its bridge and its record. Throws `not-found` for an unknown
-   * network and `failed-precondition` while containers are connected.
+   * Removes a network: its NAT rules (and berth's nftables table with the last network), its
+   * bridge and its record. Throws `not-found` for an unknown network and `failed-precondition`
+   * while containers are connected.
    */
   removeNetwork(name: string): Promise<void>;
   /**
@@ -418,6 +419,11 @@ class Driver implements BridgeDriver {
       );
     }
     this.#nat.removeNetwork(name);
+    // The last network gone: berth's table goes too, so that removing every network leaves the
+    // host's nftables as they were before berth (forwarding stays on, as with Docker).
+    // Records are checked too: another process writes its network's record before its rules.
+    const others = (await this.listNetworks()).filter((n) => n.name !== name);
+    if (others.length === 0 && this.#nat.listNetworks().length === 0) this.#nat.deleteTable();
     for (const key of this.#natNetworks) if (key.startsWith(`${name}\0`)) this.#natNetworks.delete(key);
     this.#inHost((rt) => rt.deleteLink(record.bridge, { ignoreMissing: true }));
     await this.#ipam.releaseAll(name);
