@@ -5,7 +5,9 @@ import { spawnSync } from "node:child_process";
 import { buildFixtureImages, pushFixtures, startRegistry } from "@berth/testing";
 
 function berth(...args) {
-  console.log(`\n$ npx berth ${args.join(" ")}`);
+  // Shown as a shell would need it typed: arguments with blanks or specials in single quotes.
+  const quote = (a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", "'\\''")}'`);
+  console.log(`\n$ npx berth ${args.map(quote).join(" ")}`);
   const result = spawnSync("npx", ["--no-install", "berth", ...args], { stdio: "inherit" });
   if (result.status !== 0) throw new Error(`berth ${args[0]} ${args[1]} exited with ${result.status}`);
 }
