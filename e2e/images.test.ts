@@ -86,6 +86,35 @@ describe("berth images (CLI, embedded)", () => {
     expect(before).toEqual([...fixtures.multiLayer.blobs].sort());
   });
 
+  it("imports a multi-platform archive keeping the platforms asked for (--platform may come before the source)", async () => {
+    const { refs, fixtures } = sharedRegistry();
+    const root = tempDir("berth-e2e-");
+    const pull = ["images", "pull", "--plain-http", "--all-platforms", "--skip-unpack", refs.multiPlatform];
+    expect((await berth(root, ...pull)).code).toBe(0);
+    const archive = join(tempDir("berth-e2e-out-"), "all.tar");
+    expect((await berth(root, "images", "export", "--all-platforms", archive, refs.multiPlatform)).code).toBe(
+      0,
+    );
+    const manifestOf = (arch: string) =>
+      fixtures.multiPlatform.platforms?.find((p) => p.platform.architecture === arch)?.manifestDigest;
+    /** The manifests the index keeps (its gc.ref.content.m.* labels) after an import. */
+    const kept = async (...args: string[]) => {
+      const other = tempDir("berth-e2e-");
+      const imported = await berth(other, "images", "import", ...args);
+      expect(imported.stderr).toBe("");
+      const row = (await berth(other, "content", "ls")).stdout
+        .split("\n")
+        .find((l) => l.startsWith(fixtures.multiPlatform.indexDigest as string));
+      return [...(row ?? "").matchAll(/gc\.ref\.content\.m\.\d+=(sha256:[0-9a-f]{64})/g)].map((m) => m[1]);
+    };
+    const arm64 = await kept("--platform", "linux/arm64", archive);
+    expect(arm64).toContain(manifestOf("arm64"));
+    expect(arm64).not.toContain(manifestOf("amd64"));
+    const both = await kept("--platform", "linux/arm64", "--platform", "linux/amd64", archive);
+    expect(both).toEqual(expect.arrayContaining([manifestOf("arm64"), manifestOf("amd64")]));
+    expect((await kept("--all-platforms", archive)).length).toBe(fixtures.multiPlatform.platforms?.length);
+  });
+
   it("pushes to a registry; skopeo copies it back with identical digests", async () => {
     const { host, refs, fixtures } = sharedRegistry();
     const root = tempDir("berth-e2e-");

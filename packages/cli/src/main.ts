@@ -3,12 +3,19 @@ import { resolve as resolvePath } from "node:path";
 import { Readable } from "node:stream";
 import { finished, pipeline } from "node:stream/promises";
 import { type Client, createClient, type UnpackEvent } from "@berth/client";
-import { errorCode, errorMessage, invalidArgument } from "@berth/errdefs";
+import { errorCode, errorMessage, invalidArgument, notImplemented } from "@berth/errdefs";
 import { Command, Option } from "commander";
 import { formatAge, formatBytes, formatLabels, formatTable } from "./format.js";
 import { addNetworkCommands } from "./network.js";
 import { createProgressRenderer } from "./progress.js";
 import { addSnapshotCommands } from "./snapshots.js";
+
+/**
+ * Commander collector for an option that may be given several times (`--platform a --platform
+ * b`), like ctr's string-slice flags. A variadic option (`<x...>`) would also swallow the
+ * arguments that follow it.
+ */
+const repeatable = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
 
 /** Options every command inherits from the top level. */
 interface GlobalOptions {
@@ -47,7 +54,11 @@ function registryFlags(cmd: Command): Command {
     .option("--plain-http", "talk to the registry over HTTP (loopback hosts use HTTP by default)")
     .option("--skip-verify", "skip TLS certificate verification")
     .option("-u, --user <user:password>", "registry credentials (otherwise ~/.docker/config.json)")
-    .option("--platform <platform...>", "platform(s) to use, like linux/arm64/v8 (default: this host)")
+    .option(
+      "--platform <platform>",
+      "platform to use, like linux/arm64/v8 (default: this host); repeatable",
+      repeatable,
+    )
     .option("--all-platforms", "use every platform of a multi-platform image");
 }
 
@@ -255,7 +266,7 @@ export function buildProgram(
     )
     .argument("<source>")
     .option("--base-name <name>", "base name for images whose archive names only a tag")
-    .option("--platform <platform...>", "platform(s) to keep the image complete for")
+    .option("--platform <platform>", "platform to keep the image complete for; repeatable", repeatable)
     .option("--all-platforms", "import content for every platform")
     .option("--digests", "also create an image named <base>@<digest> for each manifest")
     .action(
@@ -287,7 +298,7 @@ export function buildProgram(
     )
     .argument("<out>")
     .argument("<ref...>")
-    .option("--platform <platform...>", "platform(s) to export")
+    .option("--platform <platform>", "platform to export; repeatable", repeatable)
     .option("--all-platforms", "export every platform")
     .option("--skip-docker-manifest", "leave out Docker's manifest.json (ctr: --skip-manifest-json)")
     .action(
@@ -376,7 +387,21 @@ export function buildProgram(
     });
 
   addSnapshotCommands(program, open, out);
-  addNetworkCommands(program, () => program.opts<GlobalOptions>().root, out);
+  addNetworkCommands(
+    program,
+    () => {
+      const g = program.opts<GlobalOptions>();
+      // The network commands use the stores directly, like embedded mode; say so rather than
+      // silently ignoring a daemon address.
+      if (g.address !== undefined) {
+        throw notImplemented(
+          `cannot manage networks through berthd at ${g.address}: the daemon is not part of this release yet; omit --address to use embedded mode`,
+        );
+      }
+      return g.root;
+    },
+    out,
+  );
 
   program
     .command("run")
@@ -388,7 +413,7 @@ export function buildProgram(
     .argument("[args...]", "command and arguments (default: the image's Entrypoint and Cmd)")
     .option("--rm", "remove the container's snapshot when it exits")
     .option("--snapshotter <name>", "snapshotter to use", "overlayfs")
-    .option("--env <KEY=VALUE...>", "extra environment variables")
+    .option("--env <KEY=VALUE>", "an extra environment variable; repeatable", repeatable)
     .option("--read-only", "mount the root filesystem read-only")
     .option(
       "--network <mode>",
@@ -397,7 +422,7 @@ export function buildProgram(
     .option(
       "-p, --publish <port>",
       "publish a container port on the host, [ip:]hostPort:containerPort[/udp]; repeatable (implies --network bridge when no network is given)",
-      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+      repeatable,
     )
     .action(
       async (

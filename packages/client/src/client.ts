@@ -171,7 +171,13 @@ export interface PushCallOptions extends RegistryCallOptions {
 export interface ImportCallOptions {
   /** Base name for images whose archive names only a tag (ctr's `--base-name`). */
   readonly baseName?: string;
+  /**
+   * Platforms (`os/arch[/variant]`) of multi-platform images to check and keep (labelled for
+   * garbage collection); blobs of others in the archive are stored but left unreferenced. Default:
+   * the host's and what it can run.
+   */
   readonly platforms?: readonly string[];
+  /** Check and keep every platform. */
   readonly allPlatforms?: boolean;
   /** Also name each image `<name>@<digest>`. */
   readonly digests?: boolean;
@@ -592,8 +598,11 @@ class EmbeddedClient implements Client {
   ): Promise<ImageRecord[]> {
     return this.meta.leases(this.namespace).withLease(async (lease) => {
       const store = namespacedContentStore(this.meta, this.backing, this.namespace, { lease: lease.id });
+      const requested = options.allPlatforms || (options.platforms?.length ?? 0) > 0;
+      const choice = choosePlatforms(options);
       const imported = await importImages(store, source, {
         ...(options.baseName === undefined ? {} : { baseName: options.baseName }),
+        ...(!requested ? {} : choice.all ? { allPlatforms: true } : { platform: choice.any }),
       });
       if (imported.length === 0) {
         throw failedPrecondition(

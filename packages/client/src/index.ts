@@ -16,6 +16,7 @@ export type {
   PullCallOptions,
   PushCallOptions,
   RegistryCallOptions,
+  RunCallOptions,
   UnpackCallOptions,
 } from "./client.js";
 export { createClient, ImageLabel, SnapshotterName } from "./client.js";
