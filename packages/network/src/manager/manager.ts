@@ -184,8 +184,9 @@ export interface NetworkManagerOptions {
  * {@link NetworkManager.prepare} before create (it says how the spec joins a namespace and what
  * to bind-mount on /etc/hosts and /etc/resolv.conf), {@link NetworkManager.setup} after create
  * and before start (veth, address, routes, NAT and ports, or CNI ADD, in the container's new
- * namespace), {@link NetworkManager.teardown} after delete. Each step is recorded before it acts,
- * so {@link NetworkManager.sweep} after a crash or restart undoes half-finished setups.
+ * namespace), {@link NetworkManager.teardown} after delete. The record is written before anything
+ * is set up and everything setup makes is found again from the container id, so
+ * {@link NetworkManager.sweep} after a crash or restart undoes half-finished setups.
  */
 export interface NetworkManager {
   /** The bridge driver (network create/ls/inspect/rm). */
