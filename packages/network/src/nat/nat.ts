@@ -1,6 +1,5 @@
 import { createHash } from "node:crypto";
 import { existsSync, statSync, writeFileSync } from "node:fs";
-import { isIP } from "node:net";
 import {
   alreadyExists,
   ErrorCode,
@@ -13,10 +12,8 @@ import {
   permissionDenied,
 } from "@berth/errdefs";
 import { type NftablesContext, openNftables } from "@berth/sys";
+import { formatIp, type IpFamily, type IpPrefix, parseCidr, tryParseIp } from "../ipam/ip.js";
 import { CURRENT_NETNS, type NotPromise, withNetns } from "../netns/netns.js";
-
-/** An IP address family. */
-type IpFamily = 4 | 6;
 
 /** The nftables table berth uses when none is named: `table inet berth`. */
 export const NAT_DEFAULT_TABLE = "berth";
@@ -589,16 +586,16 @@ class NftNat implements Nat {
 
 interface Address {
   readonly family: IpFamily;
-  /** Canonical text: dotted quad, or RFC 5952 IPv6 as WHATWG URL serialises it. */
+  /** Canonical text: dotted quad, or RFC 5952 IPv6. */
   readonly text: string;
 }
 
 /** Parses an IP address (no zone index). Throws `invalid-argument` naming `what`. */
 function parseAddress(text: string, what: string): Address {
-  const family = text.includes("%") ? 0 : isIP(text);
-  if (family === 0) throw invalidArgument(`${what} ${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
-  if (family === 4) return { family, text };
-  return { family: 6, text: new URL(`http://[${text}]`).hostname.slice(1, -1) };
+  const ip = tryParseIp(text);
+  if (ip === undefined)
+    throw invalidArgument(`${what} ${JSON.stringify(text)} is not an IPv4 or IPv6 address`);
+  return { family: ip.family, text: formatIp(ip) };
 }
 
 /**
@@ -606,17 +603,15 @@ function parseAddress(text: string, what: string): Address {
  * the prefix match. Throws `invalid-argument` naming `what`.
  */
 function parseSubnet(text: string, what: string): Address {
-  const slash = text.indexOf("/");
-  const length = text.slice(slash + 1);
-  const address = slash === -1 ? undefined : parseAddress(text.slice(0, slash), what);
-  if (
-    address === undefined ||
-    !/^(0|[1-9][0-9]{0,2})$/.test(length) ||
-    Number(length) > (address.family === 4 ? 32 : 128)
-  ) {
-    throw invalidArgument(`${what} ${JSON.stringify(text)} is not a CIDR prefix (address/length)`);
+  let prefix: IpPrefix;
+  try {
+    prefix = parseCidr(text);
+  } catch (err) {
+    throw invalidArgument(`${what} ${JSON.stringify(text)} is not a CIDR prefix (address/length)`, {
+      cause: err,
+    });
   }
-  return { family: address.family, text: `${address.text}/${length}` };
+  return { family: prefix.ip.family, text: `${formatIp(prefix.ip)}/${prefix.network.prefixLength}` };
 }
 
 function checkName(name: string, what: string): string {
