@@ -1,6 +1,6 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { isIP } from "node:net";
 import { join } from "node:path";
+import { tryParseIp } from "../ipam/ip.js";
 
 /**
  * Resolvers used when the host has only loopback ones (systemd-resolved's 127.0.0.53, a local
@@ -20,7 +20,11 @@ export interface HostsAndResolvOptions {
   readonly hostResolvConf?: string;
 }
 
-const isLoopback = (ip: string) => (isIP(ip) === 4 ? ip.startsWith("127.") : ip === "::1");
+/** 127.0.0.0/8 or ::1, however written. */
+const isLoopback = (text: string) => {
+  const ip = tryParseIp(text);
+  return ip === undefined ? false : ip.family === 4 ? ip.value >> 24n === 127n : ip.value === 1n;
+};
 
 /**
  * The container's resolv.conf from the host's: `search`, `domain` and `options` lines are kept,

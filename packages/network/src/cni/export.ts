@@ -1,5 +1,5 @@
-import { isIP } from "node:net";
 import { invalidArgument } from "@berth/errdefs";
+import { tryParseIp } from "../ipam/ip.js";
 import { parseConflist, validateNetworkName } from "./conflist.js";
 import { CNI_VERSION, type CniNetworkConfigList, type CniPluginConfig } from "./types.js";
 
@@ -50,7 +50,7 @@ function checkSubnet(network: string, family: 4 | 6, s: BridgeNetworkSubnet): vo
   if (
     rest.length > 0 ||
     address === undefined ||
-    isIP(address) !== family ||
+    tryParseIp(address)?.family !== family ||
     !Number.isInteger(bits) ||
     bits < 0 ||
     bits > (family === 4 ? 32 : 128)
@@ -62,7 +62,7 @@ function checkSubnet(network: string, family: 4 | 6, s: BridgeNetworkSubnet): vo
     ["rangeStart", s.rangeStart],
     ["rangeEnd", s.rangeEnd],
   ] as const) {
-    if (value !== undefined && isIP(value) !== family) {
+    if (value !== undefined && tryParseIp(value)?.family !== family) {
       throw invalidArgument(`network ${network}: ${field} ${value} is not an IPv${family} address`);
     }
   }

@@ -1,5 +1,5 @@
-import { isIP } from "node:net";
 import { invalidArgument } from "@berth/errdefs";
+import { tryParseIp } from "../ipam/ip.js";
 import { type PortMapping, PortProtocol } from "../nat/nat.js";
 
 function port(text: string, what: string, spec: string): number {
@@ -48,7 +48,7 @@ export function parsePortMapping(spec: string): PortMapping {
       `published port ${JSON.stringify(spec)}: expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]`,
     );
   }
-  if (hostIP !== undefined && isIP(hostIP) === 0) {
+  if (hostIP !== undefined && tryParseIp(hostIP) === undefined) {
     throw invalidArgument(
       `published port ${JSON.stringify(spec)}: host IP ${JSON.stringify(hostIP)} is not an IP address`,
     );
@@ -64,6 +64,7 @@ export function parsePortMapping(spec: string): PortMapping {
 
 /** The text form of a mapping, as {@link parsePortMapping} reads it (`127.0.0.1:8080:80/tcp`). */
 export function formatPortMapping(p: PortMapping): string {
-  const ip = p.hostIP === undefined ? "" : isIP(p.hostIP) === 6 ? `[${p.hostIP}]:` : `${p.hostIP}:`;
+  const ip =
+    p.hostIP === undefined ? "" : tryParseIp(p.hostIP)?.family === 6 ? `[${p.hostIP}]:` : `${p.hostIP}:`;
   return `${ip}${p.hostPort}:${p.containerPort}/${p.protocol}`;
 }
