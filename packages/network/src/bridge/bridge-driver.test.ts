@@ -37,7 +37,7 @@ describe("containerResolvConf", () => {
     expect(containerResolvConf("# c\nnameserver ::1\nnameserver 192.0.2.53\n")).toBe(
       "nameserver 192.0.2.53\n",
     );
-    // Loopback however written; a name that is not an address is kept for the resolver to judge.
+    // Loopback resolvers are dropped however they are written.
     expect(
       containerResolvConf("nameserver 0:0:0:0:0:0:0:1\nnameserver 127.1.2.3\nnameserver 2001:db8::53\n"),
     ).toBe("nameserver 2001:db8::53\n");
