@@ -1,5 +1,6 @@
 import {
   closeSync,
+  mkdirSync,
   mkdtempSync,
   openSync,
   readdirSync,
@@ -7,6 +8,7 @@ import {
   readlinkSync,
   rmSync,
   statSync,
+  writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -83,7 +85,7 @@ describe.runIf(
     client = await createClient({
       root: join(dir, "root"),
       state: join(dir, "state"),
-      network: { hostNetns: hostNs, natTable: TABLE },
+      network: { hostNetns: hostNs, natTable: TABLE, cniConfDirs: [join(dir, "cni")] },
     });
     const { refs } = sharedRegistry();
     image = (await client.pull(refs.single)).name;
@@ -230,6 +232,46 @@ describe.runIf(
     bridges.close?.();
   });
 
+  it("CNI mode: the standard plugins network a container, which reaches the internet through their masquerade", async () => {
+    mkdirSync(join(dir, "cni"), { recursive: true });
+    writeFileSync(
+      join(dir, "cni", "50-e2e.conflist"),
+      JSON.stringify({
+        cniVersion: "1.0.0",
+        name: "e2ecni",
+        plugins: [
+          {
+            type: "bridge",
+            bridge: "cnie2e0",
+            isGateway: true,
+            ipMasq: true,
+            ipam: {
+              type: "host-local",
+              ranges: [[{ subnet: "10.231.50.0/24" }]],
+              routes: [{ dst: "0.0.0.0/0" }],
+              dataDir: join(dir, "cni-ipam"),
+            },
+          },
+          { type: "portmap", capabilities: { portMappings: true } },
+        ],
+      }),
+    );
+    const { code, output } = await run(
+      "cni-client",
+      `ip -4 -o addr show eth0 | grep -o '10\\.231\\.50\\.[0-9]*/24'; grep cni-client /etc/hosts; ${connect(INTERNET_IP, 8080)}`,
+      { network: "cni:e2ecni" },
+    );
+    expect(output).toMatch(
+      new RegExp(
+        `^10\\.231\\.50\\.(\\d+)/24\n10\\.231\\.50\\.\\1\tcni-client\nhello ${HOST_IP.replaceAll(".", "\\.")}\n$`,
+      ),
+    );
+    expect(code).toBe(0);
+    // DEL ran: no cached result, no allocation, no container veth on the plugin's bridge.
+    expect(readdirSafe(join(dir, "root", "network", "cni", "results"))).toEqual([]);
+    expect(readdirSafe(join(dir, "cni-ipam", "e2ecni")).filter((f) => /^\d/.test(f))).toEqual([]);
+  });
+
   it("modes: none (only lo), host, container:<id>, ns:<path>", async () => {
     const none = await run("solo", "ls /sys/class/net");
     expect(none.output).toBe("lo\n");
@@ -255,13 +297,14 @@ describe.runIf(
   it("leaves nothing behind in the host namespace once the containers are gone", async () => {
     const links = Rtnetlink.open({ netns: hostNs });
     try {
-      // The default network's bridge stays (like docker0); no container veth does.
+      // The default network's bridge stays (like docker0), and so does the CNI bridge plugin's;
+      // no container veth does.
       expect(
         links
           .listLinks()
           .map((l) => l.name)
           .sort(),
-      ).toEqual(["berth0", "lo", "up0"]);
+      ).toEqual(["berth0", "cnie2e0", "lo", "up0"]);
     } finally {
       links.close();
     }
