@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Client, createClient } from "@berth/client";
 import { createNat, createNetns, createNetworkManager, deleteNetns, Rtnetlink } from "@berth/network";
-import { nftablesAvailable, readMountInfo } from "@berth/sys";
+import { nftablesAvailable, readMountInfo, unmount } from "@berth/sys";
 import {
   hostNetworkSnapshot,
   requiresCommand,
@@ -100,7 +100,10 @@ describe.runIf(
     if (dir === "") return;
     deleteNetns(internetNs);
     deleteNetns(hostNs);
+    // Whatever a failed test left mounted (namespace pins, rootfs) is detached before the
+    // directory goes, and still fails the suite.
     const mounts = readMountInfo().filter((m) => m.mountPoint.startsWith(dir));
+    for (const m of mounts.reverse()) unmount(m.mountPoint, { detach: true, ignoreMissing: true });
     rmSync(dir, { recursive: true, force: true });
     expect(mounts).toEqual([]);
     expect(hostNetworkSnapshot()).toEqual(before);

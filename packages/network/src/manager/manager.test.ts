@@ -13,7 +13,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { isAlreadyExists, isInvalidArgument, isNotFound } from "@berth/errdefs";
-import { nftablesAvailable, readMountInfo } from "@berth/sys";
+import { nftablesAvailable, readMountInfo, unmount } from "@berth/sys";
 import { hostNetworkSnapshot, requiresNetworkSandbox, serveTcp, tcpFetch } from "@berth/testing";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { createNat } from "../nat/nat.js";
@@ -117,7 +117,10 @@ describe.runIf(
     manager.close();
     for (const stop of stops.splice(0)) await stop();
     for (const ns of namespaces.splice(0)) deleteNetns(ns);
+    // Whatever a failed test left mounted (namespace pins) is detached before the directory goes,
+    // and still fails the test.
     const mounts = readMountInfo().filter((m) => m.mountPoint.startsWith(dir));
+    for (const m of mounts) unmount(m.mountPoint, { detach: true, ignoreMissing: true });
     rmSync(dir, { recursive: true, force: true });
     expect(mounts).toEqual([]);
   });
