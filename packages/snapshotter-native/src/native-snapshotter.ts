@@ -18,7 +18,7 @@ import {
   type Snapshotter,
   type Usage,
 } from "@berth/snapshots";
-import { type MetaStore, type NewSnapshotKind, openMetaStore } from "@berth/snapshots/storage";
+import { type NewSnapshotKind, openMetaStore } from "@berth/snapshots/storage";
 import { copyTree } from "./copy-tree.js";
 import { diskUsage } from "./disk-usage.js";
 
@@ -47,7 +47,7 @@ function processAlive(pid: number): boolean {
  * {@link copyTree} (reflinks where the filesystem has them), so it works on any filesystem,
  * including inside an overlay, at the price of disk space and prepare time.
  *
- * On disk: `root/metadata.db` (the {@link MetaStore}), `root/snapshots/<id>/fs` (one tree per
+ * On disk: `root/metadata.db` (the `MetaStore` of `@berth/snapshots/storage`), `root/snapshots/<id>/fs` (one tree per
  * snapshot; a commit keeps the directory). Copies are made under `root/snapshots/tmp-<pid>-<uuid>`
  * and renamed into place in the transaction that records the snapshot, and removal renames to
  * `rm-<id>` before deleting, so a crash leaves either a whole snapshot or a directory that

@@ -38,7 +38,7 @@ export interface StreamCodecOptions {
    * loop keeps running while a chunk is (de)compressed; `sync` runs it on the calling thread.
    */
   readonly mode?: "async" | "sync";
-  /** Size of the native input and output buffers; default {@link DEFAULT_BUFFER_SIZE} each. */
+  /** Size of the native input and output buffers; default 256 KiB each. */
   readonly bufferSize?: number;
 }
 

@@ -29,7 +29,7 @@ function credsFlag(registry: RegistryHandle, flag: string): string[] {
  * with `skopeo inspect --raw` and checks that its digest equals the fixture's (the index digest for
  * `multiPlatform`): the registry holds exactly the fixture bytes, nothing recompressed or
  * converted. Resolves with the reference of every pushed fixture. The `dockerV2` fixture is read
- * through a temporary `dir:` copy (see {@link skopeoSource}) since skopeo's `oci:` transport skips
+ * through a temporary `dir:` copy (see `skopeoSource` in push.ts) since skopeo's `oci:` transport skips
  * Docker media types in `index.json`.
  *
  * Rejects with an `Error` naming the command or fixture when skopeo fails or a digest differs.
