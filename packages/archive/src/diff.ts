@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { type BigIntStats, createReadStream } from "node:fs";
+import { type BigIntStats, constants, createReadStream } from "node:fs";
 import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,14 +24,7 @@ export interface DiffResult {
   readonly size: number;
 }
 
-const S_IFMT = 0o170000;
-const S_IFSOCK = 0o140000;
-const S_IFLNK = 0o120000;
-const S_IFREG = 0o100000;
-const S_IFBLK = 0o060000;
-const S_IFDIR = 0o040000;
-const S_IFCHR = 0o020000;
-const S_IFIFO = 0o010000;
+const { S_IFMT, S_IFSOCK, S_IFLNK, S_IFREG, S_IFBLK, S_IFDIR, S_IFCHR, S_IFIFO } = constants;
 
 // Overlay keeps its own state in these xattrs; they describe the upperdir, not the layer.
 const HIDDEN_XATTR_PREFIXES = [Whiteout.overlayXattrPrefix, "user.overlay."];

@@ -38,9 +38,7 @@ import { secureJoin } from "./secure-join.js";
 import type { LinuxDevice, Spec, SpecMount } from "./spec.js";
 
 const F = MountFlag;
-const S_IFCHR = 0o020000;
-const S_IFBLK = 0o060000;
-const S_IFIFO = 0o010000;
+const { S_IFCHR, S_IFBLK, S_IFIFO } = constants;
 
 /** The devices every container gets (runtime-spec "Default Devices"). */
 export const DEFAULT_DEVICES: readonly LinuxDevice[] = [

@@ -167,7 +167,7 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-const S_IFIFO = 0o010000;
+const { S_IFIFO } = constants;
 
 // The init runs as a separate Node program. Under vitest this module is the TypeScript source,
 // so the init is taken from the package's build output.

@@ -18,14 +18,17 @@ export interface CopyStats {
 /** How many entries of one directory are copied at once. libuv's pool has 4 threads by default. */
 const PARALLEL = 8;
 
-const S_IFMT = 0o170000n;
-const S_IFDIR = 0o040000n;
-const S_IFREG = 0o100000n;
-const S_IFLNK = 0o120000n;
-const S_IFCHR = 0o020000n;
-const S_IFBLK = 0o060000n;
-const S_IFIFO = 0o010000n;
-const S_IFSOCK = 0o140000n;
+// File types as bigints, for BigIntStats modes.
+const [S_IFMT, S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK] = [
+  constants.S_IFMT,
+  constants.S_IFDIR,
+  constants.S_IFREG,
+  constants.S_IFLNK,
+  constants.S_IFCHR,
+  constants.S_IFBLK,
+  constants.S_IFIFO,
+  constants.S_IFSOCK,
+].map(BigInt) as [bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint];
 
 interface CopyState {
   readonly stats: CopyStats;
