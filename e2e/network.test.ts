@@ -275,6 +275,29 @@ describe.runIf(
     expect(readdirSafe(join(dir, "cni-ipam", "e2ecni")).filter((f) => /^\d/.test(f))).toEqual([]);
   });
 
+  it("a dual-stack network: the container gets both addresses, both default routes and both in /etc/hosts", async () => {
+    const bridges = createNetworkManager({
+      stateDir: join(dir, "root", "network"),
+      hostNetns: hostNs,
+      natTable: TABLE,
+    }).bridge;
+    await bridges.createNetwork({ name: "dual", subnet: "10.231.60.0/24", subnet6: "fd00:b0:60::/64" });
+    try {
+      const { code, output } = await run(
+        "dual-client",
+        "ip -o addr show eth0 | grep -o 'inet6\\? [0-9a-f.:]*/[0-9]*' | grep -v fe80; ip -6 route show default | cut -d' ' -f1-3; grep dual-client /etc/hosts",
+        { network: "dual" },
+      );
+      expect(code).toBe(0);
+      expect(output).toMatch(
+        /^inet 10\.231\.60\.(\d+)\/24\ninet6 (fd00:b0:60::[0-9a-f]+)\/64\ndefault via fd00:b0:60::1\n10\.231\.60\.\1\tdual-client\n\2\tdual-client\n$/,
+      );
+    } finally {
+      await bridges.removeNetwork("dual");
+      bridges.close?.();
+    }
+  });
+
   it("modes: none (only lo), host, container:<id>, ns:<path>", async () => {
     const none = await run("solo", "ls /sys/class/net");
     expect(none.output).toBe("lo\n");
