@@ -17,7 +17,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { promisify } from "node:util";
 import { isFailedPrecondition } from "@berth/errdefs";
 import { readMountInfo } from "@berth/sys";
-import { requiresCommand, requiresRoot } from "@berth/testing";
+import { collectOutput, requiresCommand, requiresRoot } from "@berth/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { createRuntime, type Runtime } from "./runtime.js";
 import type { Process, Spec } from "./spec.js";
@@ -88,15 +88,7 @@ describe.runIf(requiresRoot("container runtime paths"))(
         },
       );
       children.push(child);
-      let stdout = "";
-      let stderr = "";
-      child.stdout?.on("data", (d: Buffer) => {
-        stdout += d.toString();
-      });
-      child.stderr?.on("data", (d: Buffer) => {
-        stderr += d.toString();
-      });
-      return new Promise((resolveRun) => child.on("close", (code) => resolveRun({ code, stdout, stderr })));
+      return collectOutput(child);
     }
 
     async function waitFor(what: string, check: () => boolean): Promise<void> {

@@ -4,7 +4,7 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { requiresRoot } from "@berth/testing";
+import { collectOutput, requiresRoot } from "@berth/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import { readMountInfo } from "./index.js";
 
@@ -49,15 +49,7 @@ ${body}`;
     { stdio: ["pipe", "pipe", "pipe"] },
   );
   children.push(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  const status = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+  const { code: status, stdout, stderr } = await collectOutput(child);
   return { status, stdout, stderr };
 }
 

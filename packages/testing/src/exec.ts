@@ -1,4 +1,4 @@
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 
 /** What {@link run} collected from a finished command. @internal */
 export interface RunResult {
@@ -58,4 +58,32 @@ export function tail(text: string, lines = 8): string {
 
 function commandLine(cmd: string, args: readonly string[]): string {
   return [cmd, ...args].map((a) => (/^[\w./:@=,+-]+$/.test(a) ? a : JSON.stringify(a))).join(" ");
+}
+
+/** How a child process ended and what it printed, from {@link collectOutput}. */
+export interface ChildOutput {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Collects a spawned child's stdout and stderr (both must be pipes) as text and resolves once it
+ * has closed, whatever its exit status; rejects when it cannot be started. The caller keeps
+ * ownership of the child (and kills it by pid on cleanup).
+ */
+export function collectOutput(child: ChildProcess): Promise<ChildOutput> {
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    stdout += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    stderr += d.toString();
+  });
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
 }

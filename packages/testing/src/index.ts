@@ -9,6 +9,8 @@
 
 export type { ContainerdHandle } from "./containerd.js";
 export { startContainerd } from "./containerd.js";
+export type { ChildOutput } from "./exec.js";
+export { collectOutput } from "./exec.js";
 export type { Fixture, FixtureName, FixturePlatformImage, Fixtures } from "./fixtures.js";
 export {
   BUSYBOX_PATH,

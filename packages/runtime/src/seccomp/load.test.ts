@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { unmountRecursive } from "@berth/sys";
-import { requiresCommand } from "@berth/testing";
+import { collectOutput, requiresCommand } from "@berth/testing";
 import { afterEach, describe, expect, it } from "vitest";
 import type { LinuxSeccomp } from "../spec.js";
 import { compileSeccomp, seccompFilterFlags } from "./compile.js";
@@ -74,18 +74,7 @@ function underFilter(
     { stdio: ["ignore", "pipe", "pipe"], env: { PATH: "/usr/bin:/bin" } },
   );
   children.push(child);
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.on("data", (d: Buffer) => {
-    stdout += d.toString();
-  });
-  child.stderr?.on("data", (d: Buffer) => {
-    stderr += d.toString();
-  });
-  return new Promise((resolve, reject) => {
-    child.on("error", reject);
-    child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr }));
-  });
+  return collectOutput(child);
 }
 
 const dockerProfile = JSON.parse(
