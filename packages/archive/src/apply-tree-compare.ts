@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { lstatSync, readdirSync, readFileSync, readlinkSync, type Stats } from "node:fs";
 import { join } from "node:path";
 import { getXattr, listXattrs } from "@berth/sys";
 
@@ -36,6 +36,21 @@ export interface SnapshotTreeOptions {
   readonly exclude?: readonly string[];
 }
 
+/** The type of a file system object as {@link TreeEntry} names it. */
+export function fileTypeOf(
+  st: Pick<
+    Stats,
+    "isFile" | "isDirectory" | "isSymbolicLink" | "isCharacterDevice" | "isBlockDevice" | "isFIFO"
+  >,
+): TreeEntry["type"] {
+  if (st.isFile()) return "file";
+  if (st.isDirectory()) return "directory";
+  if (st.isSymbolicLink()) return "symlink";
+  if (st.isCharacterDevice()) return "char-device";
+  if (st.isBlockDevice()) return "block-device";
+  return st.isFIFO() ? "fifo" : "socket";
+}
+
 /**
  * Walks `root` without following symlinks and records every object below it (not `root` itself)
  * by its path relative to `root` (`etc/passwd`), in sorted order: type, mode, owner, size, content
@@ -52,19 +67,7 @@ export function snapshotTree(root: string, options: SnapshotTreeOptions = {}): M
       if (exclude.has(relPath)) continue;
       const abs = join(dir, name);
       const st = lstatSync(abs, { bigint: true });
-      const type = st.isFile()
-        ? "file"
-        : st.isDirectory()
-          ? "directory"
-          : st.isSymbolicLink()
-            ? "symlink"
-            : st.isCharacterDevice()
-              ? "char-device"
-              : st.isBlockDevice()
-                ? "block-device"
-                : st.isFIFO()
-                  ? "fifo"
-                  : "socket";
+      const type = fileTypeOf(st);
       const xattrs: Record<string, string> = {};
       for (const key of listXattrs(abs).sort()) xattrs[key] = getXattr(abs, key)?.toString("hex") ?? "";
       let hardlinkOf: string | undefined;

@@ -1,6 +1,7 @@
 import { lstatSync, mkdirSync, readFileSync, type Stats, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { listXattrs } from "@berth/sys";
+import { fileTypeOf } from "./apply-tree-compare.js";
 import { encodeTar, type TarWriteEntry } from "./tar-writer.js";
 
 /**
@@ -73,15 +74,7 @@ function expectIn(rel: string, type: "file" | "directory" | "symlink" | "char-de
   return (root: string): string | undefined => {
     const st = lstatIn(root, rel);
     if (st === undefined) return `${rel} is missing in the root`;
-    const actual = st.isFile()
-      ? "file"
-      : st.isDirectory()
-        ? "directory"
-        : st.isSymbolicLink()
-          ? "symlink"
-          : st.isCharacterDevice()
-            ? "char-device"
-            : "other";
+    const actual = fileTypeOf(st);
     if (actual !== type) return `${rel} is a ${actual}, expected a ${type}`;
     if (content !== undefined && readFileSync(join(root, rel), "utf8") !== content) {
       return `${rel} does not hold ${JSON.stringify(content)}`;
