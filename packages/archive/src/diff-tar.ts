@@ -42,7 +42,8 @@ export interface DiffEntry {
   readonly xattrs?: readonly (readonly [string, Buffer])[];
 }
 
-const TYPE_FLAGS: Readonly<Record<DiffEntryType, string>> = {
+/** The ustar typeflag of each entry type. @internal */
+export const TYPE_FLAGS: Readonly<Record<DiffEntryType, string>> = {
   file: "0",
   link: "1",
   symlink: "2",
@@ -56,7 +57,8 @@ const TYPE_FLAGS: Readonly<Record<DiffEntryType, string>> = {
 const MAX_ID = 0o7777777;
 const MAX_SIZE = 0o77777777777;
 
-function isPlainAscii(value: string): boolean {
+/** Whether `value` can stand in a ustar field as is (no NUL, nothing above 0x7e). @internal */
+export function isPlainAscii(value: string): boolean {
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
     if (c === 0 || c > 0x7e) return false;
@@ -64,7 +66,8 @@ function isPlainAscii(value: string): boolean {
   return true;
 }
 
-function paxRecord(key: string, value: Buffer): Buffer {
+/** One PAX extended-header record, `"<len> <key>=<value>\n"`. @internal */
+export function paxRecord(key: string, value: Buffer): Buffer {
   const body = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from("\n")]);
   // "%d %s=%s\n" where the length counts its own digits: iterate to the fixed point.
   let length = body.length + 1;
@@ -76,7 +79,8 @@ function octal(block: Buffer, offset: number, width: number, value: number): voi
   block.write(`${value.toString(8).padStart(width - 1, "0")}\0`, offset, width, "latin1");
 }
 
-interface RawHeader {
+/** The fields of one ustar header block. @internal */
+export interface RawHeader {
   readonly name: string;
   readonly flag: string;
   readonly mode: number;
@@ -87,9 +91,13 @@ interface RawHeader {
   readonly linkname: string;
   readonly devmajor: number;
   readonly devminor: number;
+  /** Owner names (empty when absent, as berth's diffs write them). */
+  readonly uname?: string;
+  readonly gname?: string;
 }
 
-function encodeHeader(h: RawHeader): Buffer {
+/** Encodes one 512-byte ustar header block with its checksum. @internal */
+export function encodeHeader(h: RawHeader): Buffer {
   const block = Buffer.alloc(512);
   block.write(h.name, 0, 100, "utf8");
   octal(block, 100, 8, h.mode);
@@ -100,6 +108,8 @@ function encodeHeader(h: RawHeader): Buffer {
   block.write(h.flag, 156, 1, "latin1");
   block.write(h.linkname, 157, 100, "utf8");
   block.write("ustar\u000000", 257, 8, "latin1");
+  if (h.uname !== undefined) block.write(h.uname, 265, 32, "latin1");
+  if (h.gname !== undefined) block.write(h.gname, 297, 32, "latin1");
   octal(block, 329, 8, h.devmajor);
   octal(block, 337, 8, h.devminor);
   block.fill(0x20, 148, 156);
@@ -170,7 +180,8 @@ export function encodeEntryHeader(entry: DiffEntry): Buffer {
   return Buffer.concat(parts);
 }
 
-function padded(data: Buffer): Buffer {
+/** `data` followed by zeros up to a multiple of 512 bytes. @internal */
+export function padded(data: Buffer): Buffer {
   const rest = data.length % 512;
   return rest === 0 ? data : Buffer.concat([data, Buffer.alloc(512 - rest)]);
 }

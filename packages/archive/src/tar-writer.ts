@@ -1,8 +1,10 @@
+import { type DiffEntryType, encodeHeader, isPlainAscii, padded, paxRecord, TYPE_FLAGS } from "./diff-tar.js";
+
 /** What {@link encodeTar} writes for one entry. Everything but `name` and `type` is optional. */
 export interface TarWriteEntry {
   /** The name exactly as it should appear in the archive (not cleaned: tests use hostile names). */
   readonly name: string;
-  readonly type: "file" | "link" | "symlink" | "char-device" | "block-device" | "directory" | "fifo";
+  readonly type: DiffEntryType;
   /** Permission bits; default 0o755 for directories, 0o777 for symlinks, 0o644 otherwise. */
   readonly mode?: number;
   readonly uid?: number;
@@ -18,16 +20,6 @@ export interface TarWriteEntry {
   /** Extra raw PAX records (e.g. a `path` that differs from the ustar name). */
   readonly pax?: Readonly<Record<string, Uint8Array | string>>;
 }
-
-const TYPE_FLAGS: Readonly<Record<TarWriteEntry["type"], string>> = {
-  file: "0",
-  link: "1",
-  symlink: "2",
-  "char-device": "3",
-  "block-device": "4",
-  directory: "5",
-  fifo: "6",
-};
 
 const DEFAULT_MTIME = 1704067200;
 
@@ -46,15 +38,15 @@ export function encodeTar(entries: readonly TarWriteEntry[]): Buffer {
     const pax = new Map<string, Buffer>();
     const name = Buffer.from(entry.name);
     const linkname = Buffer.from(entry.linkname ?? "");
-    if (name.length > 100 || !isAscii(name)) pax.set("path", name);
-    if (linkname.length > 100 || !isAscii(linkname)) pax.set("linkpath", linkname);
+    if (name.length > 100 || !isPlainAscii(entry.name)) pax.set("path", name);
+    if (linkname.length > 100 || !isPlainAscii(entry.linkname ?? "")) pax.set("linkpath", linkname);
     for (const [key, value] of Object.entries(entry.xattrs ?? {})) {
       pax.set(`SCHILY.xattr.${key}`, Buffer.from(value));
     }
     for (const [key, value] of Object.entries(entry.pax ?? {})) pax.set(key, Buffer.from(value));
     if (pax.size > 0) {
-      const body = encodePax(pax);
-      parts.push(header({ name: "PaxHeader", flag: "x", size: body.length, mode: 0o644 }), pad(body));
+      const body = Buffer.concat([...pax].map(([key, value]) => paxRecord(key, value)));
+      parts.push(header({ name: "PaxHeader", flag: "x", size: body.length, mode: 0o644 }), padded(body));
     }
     parts.push(
       header({
@@ -69,36 +61,15 @@ export function encodeTar(entries: readonly TarWriteEntry[]): Buffer {
         devmajor: entry.devmajor ?? 0,
         devminor: entry.devminor ?? 0,
       }),
-      pad(content),
+      padded(content),
     );
   }
   parts.push(Buffer.alloc(1024));
   return Buffer.concat(parts);
 }
 
-function isAscii(bytes: Buffer): boolean {
-  for (const b of bytes) if (b === 0 || b > 0x7e) return false;
-  return true;
-}
-
-function pad(data: Buffer): Buffer {
-  const rest = data.length % 512;
-  return rest === 0 ? data : Buffer.concat([data, Buffer.alloc(512 - rest)]);
-}
-
-function encodePax(records: Map<string, Buffer>): Buffer {
-  const out: Buffer[] = [];
-  for (const [key, value] of records) {
-    const body = Buffer.concat([Buffer.from(` ${key}=`), value, Buffer.from("\n")]);
-    // The length prefix counts itself, so find the fixed point.
-    let length = body.length + 1;
-    while (String(length).length + body.length !== length) length = String(length).length + body.length;
-    out.push(Buffer.from(String(length)), body);
-  }
-  return Buffer.concat(out);
-}
-
-interface RawHeader {
+/** The header of one entry, with this writer's defaults: owner root, the fixed mtime. */
+function header(h: {
   readonly name: string;
   readonly flag: string;
   readonly size: number;
@@ -109,31 +80,21 @@ interface RawHeader {
   readonly linkname?: string;
   readonly devmajor?: number;
   readonly devminor?: number;
-}
-
-function header(h: RawHeader): Buffer {
-  const block = Buffer.alloc(512);
-  block.write(h.name, 0, 100, "utf8");
-  octal(block, 100, 8, h.mode);
-  octal(block, 108, 8, h.uid ?? 0);
-  octal(block, 116, 8, h.gid ?? 0);
-  octal(block, 124, 12, h.size);
-  octal(block, 136, 12, h.mtime ?? DEFAULT_MTIME);
-  block.write(h.flag, 156, 1, "latin1");
-  block.write(h.linkname ?? "", 157, 100, "utf8");
-  block.write("ustar\0", 257, 6, "latin1");
-  block.write("00", 263, 2, "latin1");
-  block.write((h.uid ?? 0) === 0 ? "root" : "", 265, 32, "latin1");
-  block.write((h.gid ?? 0) === 0 ? "root" : "", 297, 32, "latin1");
-  octal(block, 329, 8, h.devmajor ?? 0);
-  octal(block, 337, 8, h.devminor ?? 0);
-  block.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const b of block) sum += b;
-  block.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, 8, "latin1");
-  return block;
-}
-
-function octal(block: Buffer, off: number, len: number, value: number): void {
-  block.write(`${value.toString(8).padStart(len - 1, "0")}\0`, off, len, "latin1");
+}): Buffer {
+  const uid = h.uid ?? 0;
+  const gid = h.gid ?? 0;
+  return encodeHeader({
+    name: h.name,
+    flag: h.flag,
+    size: h.size,
+    mode: h.mode,
+    uid,
+    gid,
+    mtime: h.mtime ?? DEFAULT_MTIME,
+    linkname: h.linkname ?? "",
+    devmajor: h.devmajor ?? 0,
+    devminor: h.devminor ?? 0,
+    uname: uid === 0 ? "root" : "",
+    gname: gid === 0 ? "root" : "",
+  });
 }
