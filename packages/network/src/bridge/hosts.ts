@@ -46,6 +46,29 @@ export function containerResolvConf(hostResolvConf: string): string {
   return `${[...ns.map((s) => `nameserver ${s}`), ...keep].join("\n")}\n`;
 }
 
+/** A container's /etc/hosts: localhost, then `hostname` at each of its addresses. */
+export function hostsFile(hostname: string, addresses: readonly string[]): string {
+  return [
+    "127.0.0.1\tlocalhost",
+    "::1\tlocalhost ip6-localhost ip6-loopback",
+    ...addresses.map((a) => `${a}\t${hostname}`),
+    "",
+  ].join("\n");
+}
+
+/**
+ * The host's resolv.conf (default `/etc/resolv.conf`); empty when it does not exist. Throws the
+ * other `fs` errors.
+ */
+export function readHostResolvConf(path = "/etc/resolv.conf"): string {
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return "";
+    throw err;
+  }
+}
+
 /**
  * Writes `hosts` and `resolv.conf` for a container into `dir` (created when missing), for the
  * runtime to bind-mount onto /etc/hosts and /etc/resolv.conf. Throws the `fs` errors of reading
@@ -53,19 +76,8 @@ export function containerResolvConf(hostResolvConf: string): string {
  */
 export function writeHostsAndResolv(dir: string, options: HostsAndResolvOptions): void {
   mkdirSync(dir, { recursive: true });
-  const hosts = [
-    "127.0.0.1\tlocalhost",
-    "::1\tlocalhost ip6-localhost ip6-loopback",
-    `${options.ip}\t${options.hostname}`,
-    ...(options.ip6 === undefined ? [] : [`${options.ip6}\t${options.hostname}`]),
-    "",
-  ].join("\n");
-  writeFileSync(join(dir, "hosts"), hosts, { mode: 0o644 });
-  let host = "";
-  try {
-    host = readFileSync(options.hostResolvConf ?? "/etc/resolv.conf", "utf8");
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-  }
+  const addresses = options.ip6 === undefined ? [options.ip] : [options.ip, options.ip6];
+  writeFileSync(join(dir, "hosts"), hostsFile(options.hostname, addresses), { mode: 0o644 });
+  const host = readHostResolvConf(options.hostResolvConf);
   writeFileSync(join(dir, "resolv.conf"), containerResolvConf(host), { mode: 0o644 });
 }

@@ -11,7 +11,7 @@ import {
 import { join } from "node:path";
 import { alreadyExists, dataLoss, invalidArgument, isDataLoss, isNotFound, notFound } from "@berth/errdefs";
 import { type BridgeDriver, createBridgeDriver, DEFAULT_BRIDGE_NETWORK } from "../bridge/bridge-driver.js";
-import { containerResolvConf } from "../bridge/hosts.js";
+import { containerResolvConf, hostsFile, readHostResolvConf } from "../bridge/hosts.js";
 import { parseConflist } from "../cni/conflist.js";
 import { type CniRunner, createCniRunner } from "../cni/runner.js";
 import { type CniNetworkConfigList, type CniPortMapping, DEFAULT_CNI_PLUGIN_PATHS } from "../cni/types.js";
@@ -248,15 +248,6 @@ function alive(pid: number): boolean {
   }
 }
 
-function hostsText(hostname: string, addresses: readonly string[]): string {
-  return [
-    "127.0.0.1\tlocalhost",
-    "::1\tlocalhost ip6-localhost ip6-loopback",
-    ...addresses.map((a) => `${a}\t${hostname}`),
-    "",
-  ].join("\n");
-}
-
 const ownsNamespace = (mode: NetworkMode) =>
   mode.kind === NetworkModeKind.Bridge ||
   mode.kind === NetworkModeKind.None ||
@@ -458,16 +449,11 @@ class Manager implements NetworkManager {
         ...(cniConflist === undefined ? {} : { cniConflist }),
       });
       if (etc === this.#dir(containerId)) {
-        let host = "";
-        try {
-          host = readFileSync(this.#options.hostResolvConf ?? "/etc/resolv.conf", "utf8");
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-        }
+        const host = readHostResolvConf(this.#options.hostResolvConf);
         // In the host's namespace its loopback resolvers answer; anywhere else they would not.
         const resolv = mode.kind === NetworkModeKind.Host ? host : containerResolvConf(host);
         writeFileSync(join(etc, "resolv.conf"), resolv, { mode: 0o644 });
-        writeFileSync(join(etc, "hosts"), hostsText(hostname, []), { mode: 0o644 });
+        writeFileSync(join(etc, "hosts"), hostsFile(hostname, []), { mode: 0o644 });
       }
     } catch (err) {
       rmSync(this.#dir(containerId), { recursive: true, force: true });
@@ -532,7 +518,7 @@ class Manager implements NetworkManager {
         };
       }
       // In place (same inode): the file is already bind-mounted into the created container.
-      writeFileSync(join(this.#dir(containerId), "hosts"), hostsText(record.hostname, result.addresses));
+      writeFileSync(join(this.#dir(containerId), "hosts"), hostsFile(record.hostname, result.addresses));
       const ready: ContainerNetwork = { ...pinned, ...result, phase: NetworkPhase.Ready };
       this.#write(ready);
       return ready;
