@@ -61,6 +61,22 @@ export function prctl(
   return checked(rc, "prctl", { hint: `option ${option}` });
 }
 
+/** `prctl(option, pointer, 0, 0, 0)` for the options whose second argument is a buffer. */
+function prctlPointer(option: number, type: string, pointer: Uint8Array | Int32Array, hint: string): void {
+  const rc = loadProcLibc().prctl(
+    option,
+    type,
+    pointer,
+    "unsigned long",
+    0,
+    "unsigned long",
+    0,
+    "unsigned long",
+    0,
+  ) as number;
+  checked(rc, "prctl", { hint });
+}
+
 /**
  * Sets the calling thread's name (`PR_SET_NAME`, `/proc/self/task/TID/comm`; for the main thread
  * also `/proc/self/comm`), truncated by the kernel to 15 bytes. Throws `invalid-argument` for a
@@ -70,35 +86,13 @@ export function setProcessName(name: string): void {
   if (name.includes("\0")) throw invalidArgument("process name contains a NUL byte");
   const buf = Buffer.alloc(Buffer.byteLength(name) + 1);
   buf.write(name);
-  const rc = loadProcLibc().prctl(
-    Prctl.PR_SET_NAME,
-    "uint8_t *",
-    buf,
-    "unsigned long",
-    0,
-    "unsigned long",
-    0,
-    "unsigned long",
-    0,
-  ) as number;
-  checked(rc, "prctl", { hint: "PR_SET_NAME" });
+  prctlPointer(Prctl.PR_SET_NAME, "uint8_t *", buf, "PR_SET_NAME");
 }
 
 /** The calling thread's name (`PR_GET_NAME`). Never fails in practice; throws a `SystemError` if it does. */
 export function getProcessName(): string {
   const buf = Buffer.alloc(16);
-  const rc = loadProcLibc().prctl(
-    Prctl.PR_GET_NAME,
-    "uint8_t *",
-    buf,
-    "unsigned long",
-    0,
-    "unsigned long",
-    0,
-    "unsigned long",
-    0,
-  ) as number;
-  checked(rc, "prctl", { hint: "PR_GET_NAME" });
+  prctlPointer(Prctl.PR_GET_NAME, "uint8_t *", buf, "PR_GET_NAME");
   const end = buf.indexOf(0);
   return buf.toString("utf8", 0, end < 0 ? buf.length : end);
 }
@@ -106,17 +100,6 @@ export function getProcessName(): string {
 /** Whether the process is a child subreaper (`PR_GET_CHILD_SUBREAPER`). */
 export function getChildSubreaper(): boolean {
   const out = new Int32Array(1);
-  const rc = loadProcLibc().prctl(
-    Prctl.PR_GET_CHILD_SUBREAPER,
-    "int *",
-    out,
-    "unsigned long",
-    0,
-    "unsigned long",
-    0,
-    "unsigned long",
-    0,
-  ) as number;
-  checked(rc, "prctl", { hint: "PR_GET_CHILD_SUBREAPER" });
+  prctlPointer(Prctl.PR_GET_CHILD_SUBREAPER, "int *", out, "PR_GET_CHILD_SUBREAPER");
   return out[0] !== 0;
 }
